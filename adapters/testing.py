@@ -1,0 +1,70 @@
+"""Tiny real models built from configs and saved with ``save_pretrained``, for tests and examples.
+
+They load through exactly the code paths hub models take (``from_pretrained`` on a local folder);
+they are small enough to build, run and train in well under a second on a CPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    BertConfig,
+    BertModel,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
+)
+
+from laser_adapters.tokenization import char_tokenizer
+
+
+def tiny_causal_lm(path: str | Path, *, arch: str = "llama", hidden: int = 32, layers: int = 2,
+                   seed: int = 0) -> Path:
+    """Save a tiny causal LM (``llama`` or ``gpt2``) with a character tokenizer into ``path``."""
+    torch.manual_seed(seed)
+    tok = char_tokenizer()
+    common = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                  pad_token_id=tok.pad_token_id)
+    if arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden,
+                                             num_hidden_layers=layers, num_attention_heads=4,
+                                             num_key_value_heads=2, max_position_embeddings=256, **common))
+    elif arch == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=256, **common))
+    else:
+        raise ValueError(f"arch must be 'llama' or 'gpt2', got {arch!r}")
+    path = Path(path)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def tiny_classifier(path: str | Path, *, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """Save a tiny one-label ``LlamaForSequenceClassification`` (a reward model) into ``path``."""
+    torch.manual_seed(seed)
+    tok = char_tokenizer()
+    model = LlamaForSequenceClassification(LlamaConfig(
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, num_labels=1,
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    path = Path(path)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def tiny_bert(path: str | Path, *, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """Save a tiny ``BertModel`` with a character tokenizer into ``path`` (a base for sentence encoders)."""
+    torch.manual_seed(seed)
+    tok = char_tokenizer(padding_side="right")
+    model = BertModel(BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers,
+                                 num_attention_heads=4, intermediate_size=2 * hidden,
+                                 max_position_embeddings=256, pad_token_id=tok.pad_token_id))
+    path = Path(path)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

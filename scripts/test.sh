@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up (idempotently), then lint, type-check and run the test suite.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+ruff check banditkit adapters laser_app benchmarks tests
+mypy banditkit adapters laser_app
+pytest -q "$@"
