@@ -1,0 +1,235 @@
+"""Bandit rewards for the RM selector, selectable by name.
+
+Each function turns what one DPO step produced (a ``StepResult`` and the loop's ``extra`` inputs) into
+one raw reward for the arm that was chosen, higher is better; the selector then normalizes it. A
+function sees one *unit*: the whole group under ``batch`` granularity, or a single prompt under
+``instance`` granularity, described by :class:`RewardInputs`.
+
+>>> import numpy as np
+>>> from types import SimpleNamespace
+>>> result = SimpleNamespace(loss=0.9, losses=np.array([0.8, 1.0]), dpo_losses=np.array([0.7, 0.69]),
+...                          nll_losses=np.array([0.1, 0.31]))
+>>> round(get_reward("dpo+nll")(RewardInputs(result=result, rm="rm-a", rm_names=("rm-a", "rm-b"))), 6)
+-0.9
+>>> round(get_reward("nll")(RewardInputs(result=result, rm="rm-a", rm_names=("rm-a", "rm-b"))), 6)
+-0.205
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
+
+
+class StepLosses(Protocol):
+    """The part of ``laser_adapters.dpo.StepResult`` the rewards read (per-pair arrays, same length)."""
+
+    @property
+    def loss(self) -> float: ...
+
+    @property
+    def losses(self) -> Any: ...
+
+    @property
+    def dpo_losses(self) -> Any: ...
+
+    @property
+    def nll_losses(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class RewardInputs:
+    """What a reward function may read for one rewarded unit.
+
+    ``pair_index`` selects the unit's pairs among the step's pairs (``None``: all of them);
+    ``prompt_indices`` are the unit's prompts (batch positions); ``rm_scores`` maps a batch position to
+    the scores the chosen RM gave that prompt's responses; ``extra`` is what the loop passed to
+    ``feedback``.
+    """
+
+    result: StepLosses
+    rm: str
+    rm_names: Sequence[str]
+    prompt_indices: Sequence[int] = ()
+    pair_index: NDArray[np.int64] | None = None
+    rm_scores: Mapping[int, FloatArray] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def pick(self, values: Any, what: str) -> FloatArray:
+        """``values`` (one per pair of the step) restricted to this unit's pairs, checked non-empty."""
+        arr = np.asarray(values, dtype=np.float64).reshape(-1)
+        n = len(np.asarray(self.result.losses).reshape(-1))
+        if len(arr) != n:
+            raise ValueError(f"{what} has {len(arr)} values but the step has {n} pairs; pass one per pair")
+        if self.pair_index is not None:
+            arr = arr[self.pair_index]
+        if arr.size == 0:
+            raise ValueError(f"no pairs to compute {what} from: skip feedback for a group that formed "
+                             "no pairs")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{what} contains NaN or inf: {arr.tolist()}")
+        return arr
+
+
+RewardFn = Callable[[RewardInputs], float]
+
+
+class NoRewardSignal(ValueError):
+    """The unit has none of the inputs its reward needs (e.g. no answer to check); under instance
+    granularity the selector skips such a prompt instead of failing the step."""
+
+
+def neg_total_loss(inp: RewardInputs) -> float:
+    """The paper's reward: minus the mean total (DPO + NLL) loss of the unit's pairs.
+
+    For a whole step this is ``-result.loss``; for a subset of pairs the mean of ``result.losses``.
+    """
+    if inp.pair_index is None:
+        loss = float(inp.result.loss)
+        if not np.isfinite(loss):
+            raise ValueError(f"step loss must be finite, got {loss}")
+        return -loss
+    return -float(inp.pick(inp.result.losses, "losses").mean())
+
+
+def neg_dpo_loss(inp: RewardInputs) -> float:
+    """Minus the mean DPO term alone (no NLL). Prone to drift towards a consistently biased RM."""
+    return -float(inp.pick(inp.result.dpo_losses, "dpo_losses").mean())
+
+
+def neg_nll_loss(inp: RewardInputs) -> float:
+    """Minus the mean NLL term (per-token NLL of the chosen responses) alone."""
+    return -float(inp.pick(inp.result.nll_losses, "nll_losses").mean())
+
+
+def loss_decrease(inp: RewardInputs) -> float:
+    """Loss before the step minus loss after it, on the same pairs.
+
+    Needs ``extra["loss_after"]``: a float (the mean after the step, whole-step units only), an array
+    with one loss per pair, or a ``StepResult`` from ``DPOStep.evaluate`` on the same pairs.
+    """
+    if "loss_after" not in inp.extra:
+        raise ValueError("reward 'loss-decrease' needs extra['loss_after']: evaluate the same pairs after "
+                         "the step (DPOStep.evaluate) and pass its StepResult or per-pair losses")
+    after = inp.extra["loss_after"]
+    if hasattr(after, "losses"):
+        after = after.losses
+    if np.ndim(after) == 0:
+        if inp.pair_index is not None:
+            raise ValueError("reward 'loss-decrease' under instance granularity needs per-pair losses in "
+                             f"extra['loss_after'], got the scalar {after!r}")
+        return float(inp.result.loss) - float(after)
+    before = inp.pick(inp.result.losses, "losses")
+    return float(before.mean() - inp.pick(after, "extra['loss_after']").mean())
+
+
+def _agreement_one(chosen: FloatArray, others: Sequence[FloatArray]) -> tuple[float, int]:
+    """Share of (response pair, other RM) where the other RM strictly agrees with ``chosen``'s order."""
+    i, j = np.triu_indices(len(chosen), k=1)
+    sign = np.sign(chosen[i] - chosen[j])
+    keep = sign != 0
+    if not keep.any() or not others:
+        return 0.0, 0
+    agree = [np.sign(o[i] - o[j])[keep] == sign[keep] for o in others]
+    return float(np.mean(agree)), int(keep.sum())
+
+
+def _score_dicts(extra: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
+    if "scores" not in extra:
+        raise ValueError("reward 'agreement' needs extra['scores']: for the probe prompts, a dict "
+                         "{prompt index: {rm name: scores}} (or a list with None where not probed)")
+    raw = extra["scores"]
+    items = raw.items() if isinstance(raw, Mapping) else enumerate(raw)
+    return {int(k): v for k, v in items if v is not None}
+
+
+def agreement(inp: RewardInputs) -> float:
+    """Agreement of the chosen RM's preferences with the other RMs on the probe prompts, in [0, 1].
+
+    For every pair of responses the chosen RM strictly orders, the share of other RMs that order it the
+    same way, averaged over pairs. Probe prompts are those in ``extra["scores"]`` with the chosen RM
+    and at least one other RM; the unit's own probe prompts are used when it has any, otherwise all of
+    the batch's.
+    """
+    dicts = _score_dicts(inp.extra)
+    probes = {k: d for k, d in dicts.items() if inp.rm in d and any(n != inp.rm for n in d)}
+    if not probes:
+        raise ValueError(f"reward 'agreement' found no probe prompt scored by {inp.rm!r} and another RM in "
+                         "extra['scores']; use probe_size >= 1 and score the probe prompts with every RM")
+    own = [k for k in inp.prompt_indices if k in probes]
+    total, weight = 0.0, 0
+    for k in own or sorted(probes):
+        d = probes[k]
+        chosen = np.asarray(d[inp.rm], dtype=np.float64)
+        others = [np.asarray(d[n], dtype=np.float64) for n in d if n != inp.rm]
+        if any(len(o) != len(chosen) for o in others):
+            raise ValueError(f"extra['scores'][{k}] has score arrays of different lengths")
+        a, w = _agreement_one(chosen, others)
+        total, weight = total + a * w, weight + w
+    return total / weight if weight else 0.0
+
+
+def _correct_for(extra: Mapping[str, Any], index: int) -> Any:
+    raw = extra["correct"]
+    if isinstance(raw, Mapping):
+        return raw.get(index)
+    return raw[index] if 0 <= index < len(raw) else None
+
+
+def heldout(inp: RewardInputs) -> float:
+    """Correctness of the chosen RM's top-ranked response, averaged over the unit's prompts, in [0, 1].
+
+    Needs ``extra["correct"]``: per prompt (a list over the batch, or a dict by batch position), one
+    boolean per response. The top response is the first with the highest score of the chosen RM.
+    """
+    if "correct" not in inp.extra:
+        raise ValueError("reward 'heldout' needs extra['correct']: per prompt, one boolean per response "
+                         "(whether it matches the reference answer)")
+    values = []
+    for k in inp.prompt_indices:
+        corr = _correct_for(inp.extra, k)
+        scores = inp.rm_scores.get(k)
+        if corr is None or scores is None:
+            continue
+        corr = np.asarray(corr, dtype=bool)
+        if len(corr) != len(scores):
+            raise ValueError(f"extra['correct'][{k}] has {len(corr)} entries but {len(scores)} responses "
+                             "were scored")
+        values.append(float(corr[int(np.argmax(scores))]))
+    if not values:
+        raise NoRewardSignal(f"reward 'heldout' found no prompt among {list(inp.prompt_indices)} with both "
+                         "scores and extra['correct']")
+    return float(np.mean(values))
+
+
+MAB_REWARDS: dict[str, RewardFn] = {
+    "dpo+nll": neg_total_loss,
+    "dpo": neg_dpo_loss,
+    "nll": neg_nll_loss,
+    "loss-decrease": loss_decrease,
+    "agreement": agreement,
+    "heldout": heldout,
+}
+"""Bandit reward functions by name; ``"dpo+nll"`` is the paper's."""
+
+
+def get_reward(name: str) -> RewardFn:
+    """The reward function registered as ``name``.
+
+    >>> get_reward("dpo").__name__
+    'neg_dpo_loss'
+    >>> get_reward("accuracy")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown bandit reward 'accuracy'; valid names: dpo+nll, dpo, nll, loss-decrease, ...
+    """
+    try:
+        return MAB_REWARDS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown bandit reward {name!r}; valid names: {', '.join(MAB_REWARDS)}") from None

@@ -1,0 +1,93 @@
+"""UCB1: optimism in the face of uncertainty with a Hoeffding confidence bonus."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from banditkit._validation import FloatArray, check_real
+from banditkit.base import BasePolicy, Seed
+
+
+class UCB1(BasePolicy):
+    """UCB1 (Auer, Cesa-Bianchi and Fischer, 2002).
+
+    Plays each arm once (lowest index first), then the arm maximizing
+    ``mean + sqrt(c * ln(t) / n)``, where ``t`` is the number of rewards observed so far and ``n``
+    the arm's own count. ``c=2`` is the paper's UCB1, whose finite-time regret bound assumes rewards
+    in [0, 1]; other rewards are accepted, with ``c`` scaled to their range squared. Ties go to the
+    lowest index, so the policy is deterministic: ``probabilities`` is one-hot, ``select_batch``
+    equals repeated ``select`` (the counts only move on ``update``), and ``seed`` is accepted for a
+    uniform signature but never used.
+
+    >>> import numpy as np
+    >>> from banditkit.policies.ucb1 import UCB1
+    >>> rng = np.random.default_rng(0)
+    >>> means = [0.2, 0.5, 0.8]
+    >>> policy = UCB1(3)
+    >>> for _ in range(500):
+    ...     arm = policy.select()
+    ...     policy.update(arm, float(rng.random() < means[arm]))
+    >>> print(policy.counts.argmax(), policy.probabilities())
+    2 [0. 0. 1.]
+    """
+
+    def __init__(self, n_arms: int, *, c: float = 2.0, seed: Seed = None) -> None:
+        super().__init__(n_arms, seed=seed)
+        self.c = check_real("c", c, low=0.0)
+        self._counts = np.zeros(self._n_arms)
+        self._sums = np.zeros(self._n_arms)
+
+    @property
+    def counts(self) -> FloatArray:
+        """How many rewards each arm has received."""
+        return self._counts.copy()
+
+    @property
+    def means(self) -> FloatArray:
+        """Each arm's mean reward (0 for arms never played)."""
+        return np.divide(self._sums, self._counts, out=np.zeros(self._n_arms), where=self._counts > 0)
+
+    def indices(self) -> FloatArray:
+        """Each arm's upper confidence bound; ``inf`` for arms never played."""
+        t = self._counts.sum()
+        played = self._counts > 0
+        out = np.full(self._n_arms, np.inf)
+        n = self._counts[played]
+        out[played] = self._sums[played] / n + np.sqrt(self.c * np.log(max(t, 1.0)) / n)
+        return out
+
+    def _select(self, context: FloatArray | None) -> int:
+        return int(np.argmax(self.indices()))
+
+    def _ranking_scores(self, context: FloatArray | None) -> FloatArray:
+        # Slates rank by the bound itself: never-played arms first (by index), ties by index.
+        return self.indices()
+
+    def _probabilities(self, context: FloatArray | None) -> FloatArray:
+        p = np.zeros(self._n_arms)
+        p[self._select(context)] = 1.0
+        return p
+
+    def _update(self, arm: int, reward: float, context: FloatArray | None) -> None:
+        self._counts[arm] += 1.0
+        self._sums[arm] += reward
+
+    def _hyperparams(self) -> dict[str, Any]:
+        return {"c": self.c}
+
+    def _get_state(self) -> dict[str, Any]:
+        return {"counts": self._counts.copy(), "sums": self._sums.copy()}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self._counts = np.asarray(state["counts"], dtype=np.float64).copy()
+        self._sums = np.asarray(state["sums"], dtype=np.float64).copy()
+
+    def _add_arm(self) -> None:
+        self._counts = np.append(self._counts, 0.0)
+        self._sums = np.append(self._sums, 0.0)
+
+    def _remove_arm(self, arm: int) -> None:
+        self._counts = np.delete(self._counts, arm)
+        self._sums = np.delete(self._sums, arm)

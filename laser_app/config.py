@@ -1,0 +1,346 @@
+"""The ``laser run`` configuration: a frozen pydantic model, every field documented, contradictions rejected.
+
+All defaults live here. A run is configured from a TOML/YAML/JSON file (``--config``) overridden by the
+flags the user actually typed; each field is also a flag (``n_responses`` is ``--n-responses``).
+
+>>> cfg = RunConfig(policy="fixed:rm-b", rms="rm-a,rm-b", iterations=1)
+>>> cfg.rms, cfg.iterations, cfg.n_responses
+(('rm-a', 'rm-b'), 1, 6)
+>>> try:
+...     RunConfig(n_responses=1)
+... except ValidationError as err:
+...     print(format_validation_error(err))
+['n_responses (--n-responses): n_responses must be >= 2 to form a preference pair, got 1']
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from laser_app.errors import ConfigError
+
+#: Bandit policies that learn from the reward (``--policy``), plus the baselines below.
+LEARNING_POLICIES = ("linucb", "lints", "thompson", "exp3", "egreedy", "ucb1")
+#: Baselines that run through the same loop.
+BASELINE_POLICIES = ("random", "sequential", "ensemble-score", "ensemble-agree")
+#: Every valid ``--policy`` value; ``fixed:NAME`` trains on one RM throughout.
+POLICY_NAMES = (*LEARNING_POLICIES, *BASELINE_POLICIES, "fixed:NAME")
+
+Batching = Literal["homogeneous", "mixed"]
+Granularity = Literal["batch", "instance"]
+MabReward = Literal["dpo+nll", "dpo", "nll", "loss-decrease", "agreement", "heldout"]
+Scope = Literal["global", "per-context"]
+NormalizerName = Literal["quantile", "minmax", "zscore"]
+OodKind = Literal["bias", "noise"]
+
+
+class RunConfig(BaseModel):
+    """Everything ``laser run`` needs; defaults reproduce the built-in LASeR run.
+
+    Defaults follow the paper's setup (LinUCB on the policy's hidden state, DPO + NLL reward normalized
+    by global 20/80 quantiles, one RM per task-homogeneous batch) scaled to the built-in world so a default
+    run finishes in a few minutes on 2 CPU cores.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # ---------------------------------------------------------------- selection
+    policy: str = Field("linucb", description=(
+        "RM selection method: a bandit policy (linucb, lints, thompson, exp3, egreedy, ucb1) or a baseline "
+        "(random, sequential, ensemble-score, ensemble-agree, fixed:NAME)."))
+    alpha: float = Field(0.1, ge=0, description=(
+        "Exploration scale of linucb/lints. Rewards lie in [0, 1]: alpha 1 makes choices nearly uniform, "
+        "0.1 discriminates between RMs."))
+    ridge: float = Field(1.0, gt=0, description="Ridge regularizer (lambda) of linucb/lints.")
+    discount: float = Field(1.0, gt=0, le=1, description=(
+        "linucb forgetting factor per update (1 = none); below 1 tracks rewards that drift as the policy "
+        "trains."))
+    epsilon: float = Field(0.1, ge=0, le=1, description="Exploration probability of egreedy.")
+    exp3_gamma: float = Field(0.1, gt=0, le=1, description="Uniform-mixing rate gamma of exp3.")
+    normalizer: NormalizerName = Field("quantile", description=(
+        "Bandit reward normalizer: quantile (the paper: low/high percentiles of the history mapped to 0/1), "
+        "minmax or zscore."))
+    quantile_low: float = Field(0.2, ge=0, lt=1, description="Lower percentile of the quantile normalizer.")
+    quantile_high: float = Field(0.8, gt=0, le=1, description="Upper percentile of the quantile normalizer.")
+    scope: Scope = Field("global", description=(
+        "Normalization history: global (the paper: one history for all steps) or per-context (one per "
+        "task)."))
+    mab_reward: MabReward = Field("dpo+nll", description=(
+        "Bandit reward before normalization: dpo+nll (the paper: negative DPO + NLL loss), dpo, nll, "
+        "loss-decrease, agreement (with the other RMs) or heldout (accuracy of samples; needs answers)."))
+    granularity: Granularity = Field("batch", description=(
+        "batch: one RM per batch (the paper); instance: one RM per prompt, one DPO step per RM group."))
+    batching: Batching = Field("homogeneous", description=(
+        "homogeneous: every batch holds one task (the paper's setup, so one RM can suit the whole batch); "
+        "mixed: tasks shuffled together."))
+    context: str = Field("policy", description=(
+        "Context encoder: policy (the policy's last-token hidden state, the paper), hash (no model), "
+        "sentence (the packaged all-MiniLM-L6-v2) or sentence:PATH (a sentence-transformers folder)."))
+    context_dim: int | None = Field(None, ge=1, description=(
+        "Project contexts to this many dimensions with a seeded random projection (default: no projection; "
+        "64 for hash)."))
+
+    # ---------------------------------------------------------------- reward models
+    rms: tuple[str, ...] | None = Field(None, description=(
+        "Comma-separated RM names from the registry (default: every registered RM)."))
+    rm_registry: Path | None = Field(None, description=(
+        "TOML/YAML RM registry file (a table `rms` keyed by name); default: the built-in world's RMs."))
+    ood: OodKind = Field("bias", description=(
+        "Out-of-domain behaviour of the built-in RMs: bias (systematically biased) or noise "
+        "(uninformative)."))
+    max_loaded_rms: int | None = Field(None, ge=1, description=(
+        "RMs held in memory at once (default: every RM in use; lower it when they do not fit together, "
+        "at the cost of reloading on a switch)."))
+    rm_for_task: dict[str, str] | None = Field(None, description=(
+        "The RM meant for each task, as task=rm pairs, for in-domain share and lock-in reporting "
+        "(default: the built-in world's mapping when its data and RMs are used)."))
+
+    # ---------------------------------------------------------------- policy model and data
+    model: str | None = Field(None, description=(
+        "Policy model: a hub id, a local folder or a .gguf file (default: the built-in world's policy)."))
+    data: Path | None = Field(None, description=(
+        "Training prompts as JSONL with `prompt`, optional `answer` and `task` (default: the built-in train "
+        "split)."))
+    eval_data: Path | None = Field(None, description=(
+        "Evaluation JSONL with `prompt`, `answer`, optional `task` (default: the built-in dev and test "
+        "splits when --data is not given, else no evaluation)."))
+    world_seed: int = Field(0, ge=0, description="Seed of the built-in world (its tasks, policy and RMs).")
+    cache_dir: Path | None = Field(None, description=(
+        "Built-in world cache folder (default: $LASER_CACHE_DIR or ~/.cache/laser)."))
+    device: str = Field("cpu", description="Torch device for the policy (cpu, cuda, cuda:1, mps or auto).")
+
+    # ---------------------------------------------------------------- loop
+    iterations: int = Field(3, ge=1, description=(
+        "Iterative-DPO iterations; the reference moves to the current policy after each."))
+    batch_size: int = Field(8, ge=1, description="Prompts per batch (one bandit decision per batch).")
+    batches_per_iteration: int | None = Field(None, ge=1, description=(
+        "Use at most this many batches per iteration (default: the whole training set)."))
+    n_responses: int = Field(6, description="Responses sampled per prompt (>= 2).")
+    pairs_per_prompt: int = Field(2, ge=1, description=(
+        "Preference pairs per prompt, best vs worst inward (at most n_responses // 2)."))
+    temperature: float = Field(0.8, gt=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
+    max_new_tokens: int | None = Field(None, ge=1, description=(
+        "Longest response in tokens (default: the built-in world's setting, else 64)."))
+    eval_size: int | None = Field(None, ge=1, description=(
+        "Evaluate on at most this many examples per task and split (default: all)."))
+    eval_batch_size: int = Field(64, ge=1, description="Prompts per greedy-decoding call during evaluation.")
+
+    # ---------------------------------------------------------------- DPO
+    beta: float = Field(0.1, gt=0, description="DPO temperature beta.")
+    nll_weight: float = Field(1.0, ge=0, description=(
+        "Weight of the NLL term on the chosen response (0 = pure DPO)."))
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Conservative-DPO label smoothing.")
+    lr: float = Field(3e-5, gt=0, description="AdamW learning rate (one optimizer step per DPO step).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_length: int = Field(256, ge=8, description="Longest prompt + response in tokens for a DPO step.")
+    lora: bool = Field(False, description=(
+        "Train LoRA adapters (peft) instead of all weights; the reference is the adapter-disabled model."))
+    lora_r: int = Field(8, ge=1, description="LoRA rank.")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha.")
+    lora_target_modules: tuple[str, ...] | None = Field(None, description=(
+        "Module names LoRA wraps (default: peft's choice for the model type)."))
+
+    # ---------------------------------------------------------------- run
+    diagnostics: bool = Field(False, description=(
+        "Log every RM's counterfactual loss per step (costs what an ensemble costs)."))
+    seed: int = Field(0, ge=0, description=(
+        "Seed for batching, sampling, the selector and LoRA initialization."))
+    out: Path | None = Field(None, description="Run folder (default: runs/<date>-<time>-<policy>).")
+    overwrite: bool = Field(False, description="Replace an existing run folder at --out.")
+
+    # ------------------------------------------------------------ field checks
+    @field_validator("rms", "lora_target_modules", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",")]
+        if isinstance(value, list | tuple):
+            if any(not isinstance(v, str) or not v.strip() for v in value):
+                raise ValueError(f"names must be non-empty strings, got {value!r}")
+            if len(set(value)) != len(value):
+                raise ValueError(f"names must not repeat, got {value!r}")
+            if not value:
+                raise ValueError("give at least one name, or leave the field out for the default")
+        return value
+
+    @field_validator("rm_for_task", mode="before")
+    @classmethod
+    def _split_pairs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            pairs = [p.strip() for p in value.split(",") if p.strip()]
+            bad = [p for p in pairs if p.count("=") != 1]
+            if bad or not pairs:
+                raise ValueError("expected task=rm pairs separated by commas, e.g. math=rm-a,yesno=rm-b; "
+                                 f"got {value!r}")
+            return {k.strip(): v.strip() for k, v in (p.split("=") for p in pairs)}
+        return value
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        if value.startswith("fixed:"):
+            if not value[len("fixed:"):].strip():
+                raise ValueError("fixed:NAME needs an RM name after the colon, e.g. fixed:rm-a")
+            return value
+        if value not in (*LEARNING_POLICIES, *BASELINE_POLICIES):
+            raise ValueError(f"unknown policy {value!r}; valid: {', '.join(POLICY_NAMES)}")
+        return value
+
+    @field_validator("n_responses")
+    @classmethod
+    def _enough_responses(cls, value: int) -> int:
+        if value < 2:
+            raise ValueError(f"n_responses must be >= 2 to form a preference pair, got {value}")
+        return value
+
+    @field_validator("context")
+    @classmethod
+    def _known_context(cls, value: str) -> str:
+        if value in ("policy", "hash", "sentence"):
+            return value
+        if value.startswith("sentence:") and value[len("sentence:"):].strip():
+            return value
+        raise ValueError(f"unknown context encoder {value!r}; valid: policy, hash, sentence, sentence:PATH")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value == "auto" or value.split(":")[0] in ("cpu", "cuda", "mps", "xpu"):
+            return value
+        raise ValueError(f"unknown device {value!r}; valid: cpu, cuda, cuda:N, mps, xpu, auto")
+
+    # ------------------------------------------------------------ contradictions
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.pairs_per_prompt > self.n_responses // 2:
+            raise ValueError(
+                f"pairs_per_prompt={self.pairs_per_prompt} needs at least {2 * self.pairs_per_prompt} "
+                "responses "
+                f"(each pair uses two distinct ones) but n_responses={self.n_responses}; "
+                f"raise n_responses or lower pairs_per_prompt to {max(1, self.n_responses // 2)}")
+        fixed = self.fixed_rm
+        if fixed is not None and self.rms is not None and fixed not in self.rms:
+            raise ValueError(f"policy {self.policy!r} names an RM that is not among rms "
+                             f"({', '.join(self.rms)}); add {fixed!r} to rms or fix the name")
+        if self.granularity == "instance" and (fixed is not None or self.policy.startswith("ensemble-")):
+            raise ValueError("granularity 'instance' routes prompts to different RMs, but policy "
+                             f"{self.policy!r} never chooses between RMs; use granularity 'batch'")
+        if self.quantile_low >= self.quantile_high:
+            raise ValueError(f"quantile_low ({self.quantile_low}) must be below quantile_high "
+                             f"({self.quantile_high})")
+        if self.rm_for_task is not None and self.rms is not None:
+            unknown = sorted(set(self.rm_for_task.values()) - set(self.rms))
+            if unknown:
+                raise ValueError(f"rm_for_task names RMs not among rms: {', '.join(unknown)}")
+        if self.lora_target_modules is not None and not self.lora:
+            raise ValueError("lora_target_modules is set but lora is off; add --lora or drop "
+                             "lora_target_modules")
+        if self.lora and self.lora_target_modules is None and self.model is not None:
+            check_lora_compatible(self.model)
+        return self
+
+    @property
+    def fixed_rm(self) -> str | None:
+        """The RM name of a ``fixed:NAME`` policy, else None."""
+        return self.policy[len("fixed:"):] if self.policy.startswith("fixed:") else None
+
+
+def check_lora_compatible(model: str | Path) -> None:
+    """Raise ``ValueError`` when ``model`` is a local folder whose type peft has no LoRA target modules for.
+
+    Hub ids and GGUF files are checked when they load; peft's table is only imported when LoRA is asked for.
+    """
+    config_file = Path(model) / "config.json"
+    if not config_file.is_file():
+        return
+    model_type = json.loads(config_file.read_text()).get("model_type")
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as targets
+
+    if model_type not in targets:
+        raise ValueError(
+            f"lora: peft has no default LoRA target modules for model type {model_type!r} ({model}); set "
+            "lora_target_modules (e.g. q_proj,v_proj) or drop --lora")
+
+
+# -------------------------------------------------------------------- files and merging
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML, YAML or JSON config file into a dict with field names as keys (dashes allowed).
+
+    A top-level ``[run]`` table, if present, is used, so one file can hold several commands' settings.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass a TOML, YAML or JSON file to --config")
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    if suffix == ".toml":
+        try:
+            data: Any = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+    elif suffix in (".yaml", ".yml", ".json"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            detail = " ".join(str(err).split())
+            raise ConfigError(f"config file {path} is not valid YAML/JSON: {detail}") from None
+    else:
+        raise ConfigError(f"config file {path}: unknown format {suffix!r}; use .toml, .yaml, .yml or .json")
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config file {path} must hold a table of settings, got {type(data).__name__}")
+    if "run" in data and isinstance(data["run"], Mapping):
+        data = data["run"]
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def resolve_config(config_file: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                   ) -> RunConfig:
+    """Merge a config file with the flags the user set (flags win) and validate.
+
+    ``overrides`` should hold only the flags actually given (None values are ignored).
+
+    >>> resolve_config(None, {"alpha": 0.5, "seed": None}).alpha
+    0.5
+    """
+    values: dict[str, Any] = load_config_file(config_file) if config_file is not None else {}
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return RunConfig.model_validate(values)
+
+
+def flag_name(field: str) -> str:
+    """The CLI flag of a config field: ``n_responses`` -> ``--n-responses``."""
+    return "--" + field.replace("_", "-")
+
+
+def format_validation_error(err: ValidationError) -> list[str]:
+    """One line per failing field: ``n_responses (--n-responses): must be >= 2 ... (got 1)``."""
+    lines = []
+    for e in err.errors(include_url=False):
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        field = str(e["loc"][0]) if e["loc"] else ""
+        where = f"{loc} ({flag_name(field)})" if field in RunConfig.model_fields else loc
+        got = e.get("input")
+        show_got = e["type"] not in ("value_error", "missing") and not isinstance(got, Mapping)
+        suffix = f" (got {got!r})" if show_got else ""
+        lines.append(f"{where}: {msg}{suffix}" if where else f"{msg}{suffix}")
+    return lines
+
+
+def field_help(field: str) -> str:
+    """Help text for a field's flag: its description and its default."""
+    info = RunConfig.model_fields[field]
+    default = info.default
+    shown = "none" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
+    return f"{info.description} (default: {shown})"

@@ -1,0 +1,234 @@
+"""Run summaries: turn a run's step events and evaluations into ``metrics.json``, and print it as tables.
+
+``laser report RUN_DIR`` redraws a run's plots and prints the same closing tables as ``laser run``.
+
+Choice shares count prompts: under batch granularity with task-homogeneous batches of equal size that is
+the share of batches; under instance granularity each prompt's own RM counts. The in-domain share of a
+task is the share of its last-iteration prompts routed to the RM built for it (``rm_for_task``); a task is
+*locked in* when one wrong RM got at least :data:`LOCK_IN_SHARE` of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from laser_app.errors import RunDirError
+from laser_app.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+#: A domain is locked in when one wrong RM got at least this share of its last-iteration choices.
+LOCK_IN_SHARE = 0.8
+TIME_KEYS = ("select", "generate", "score", "train", "diagnostics")
+
+
+def _shares(counts: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, float]]:
+    out = {}
+    for task, by_rm in counts.items():
+        total = sum(by_rm.values())
+        out[task] = {rm: n / total for rm, n in sorted(by_rm.items())} if total else {}
+    return out
+
+
+def _add_counts(into: dict[str, dict[str, int]], counts: Mapping[str, Mapping[str, int]]) -> None:
+    for task, by_rm in counts.items():
+        slot = into.setdefault(task, {})
+        for rm, n in by_rm.items():
+            slot[rm] = slot.get(rm, 0) + int(n)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def summarize_run(events: Sequence[Mapping[str, Any]], *,
+                  accuracy: Sequence[Mapping[str, Mapping[str, float]]], tasks: Sequence[str],
+                  rm_names: Sequence[str], rm_for_task: Mapping[str, str] | None, policy: str,
+                  timings: Mapping[str, float]) -> dict[str, Any]:
+    """The run summary written to ``metrics.json``.
+
+    ``accuracy[i]`` maps split -> task -> accuracy after iteration ``i`` (0 = before training).
+
+    >>> ev = [{"iteration": 0, "choice_counts": {"math": {"rm-b": 8}}, "loss": 1.0, "skipped": False,
+    ...        "seconds": {"select": 0.01, "generate": 0.5, "score": 0.2, "train": 0.29}}]
+    >>> m = summarize_run(ev, accuracy=[], tasks=["math"], rm_names=["rm-a", "rm-b"],
+    ...                   rm_for_task={"math": "rm-a"}, policy="linucb", timings={})
+    >>> m["in_domain_share"]["per_task"], m["lock_in"]["locked"], m["timings"]["bandit_share_of_step"]
+    ({'math': 0.0}, ['math'], 0.01)
+    """
+    iterations = sorted({int(e["iteration"]) for e in events})
+    per_iter_counts: list[dict[str, dict[str, int]]] = []
+    total_counts: dict[str, dict[str, int]] = {}
+    loss_per_iter, reward_per_iter = [], []
+    for m in iterations:
+        evs = [e for e in events if e["iteration"] == m]
+        counts: dict[str, dict[str, int]] = {}
+        for e in evs:
+            _add_counts(counts, e.get("choice_counts", {}))
+        per_iter_counts.append(counts)
+        _add_counts(total_counts, counts)
+        loss_per_iter.append({k: _mean([e.get(k) for e in evs]) for k in ("loss", "dpo_loss", "nll_loss")})
+        reward_per_iter.append({"raw": _mean([e.get("raw_reward") for e in evs]),
+                                "normalized": _mean([e.get("normalized_reward") for e in evs])})
+    last = per_iter_counts[-1] if per_iter_counts else {}
+    last_shares = _shares(last)
+
+    in_domain: dict[str, Any] | None = None
+    lock_in: dict[str, Any] | None = None
+    routed = all(rm in rm_names for shares in last_shares.values() for rm in shares)
+    if rm_for_task and routed and last_shares:
+        per_task = {t: last_shares[t].get(rm, 0.0)
+                    for t, rm in sorted(rm_for_task.items()) if t in last_shares}
+        in_domain = {"per_task": per_task, "mean": _mean(list(per_task.values()))}
+        locked = {t: any(rm != rm_for_task[t] and s >= LOCK_IN_SHARE for rm, s in last_shares[t].items())
+                  for t in per_task}
+        lock_in = {"per_task": locked, "locked": sorted(t for t, v in locked.items() if v),
+                   "threshold": LOCK_IN_SHARE}
+
+    step_secs = {k: float(sum(e.get("seconds", {}).get(k, 0.0) for e in events)) for k in TIME_KEYS}
+    step_total = sum(v for k, v in step_secs.items() if k != "diagnostics")
+    n = len(events)
+    time_summary: dict[str, Any] = {**{k: round(float(v), 3) for k, v in timings.items()},
+                                    **{k: round(v, 3) for k, v in step_secs.items()},
+                                    "per_step": {k: (v / n if n else None) for k, v in step_secs.items()},
+                                    "bandit_share_of_step": step_secs["select"] / step_total if step_total
+                                    else None}
+
+    return {
+        "policy": policy, "rms": list(rm_names), "tasks": list(tasks),
+        "rm_for_task": dict(rm_for_task) if rm_for_task else None,
+        "iterations": len(iterations), "steps": n,
+        "skipped_steps": int(sum(bool(e.get("skipped")) for e in events)),
+        "accuracy": {split: [dict(a[split]) for a in accuracy]
+                     for split in (accuracy[0] if accuracy else {})},
+        "choice_counts": {"per_iteration": per_iter_counts, "total": total_counts},
+        "choice_share": {"per_iteration": [_shares(c) for c in per_iter_counts],
+                         "total": _shares(total_counts)},
+        "in_domain_share": in_domain, "lock_in": lock_in,
+        "loss": {"per_iteration": loss_per_iter}, "reward": {"per_iteration": reward_per_iter},
+        "pairs": {k: int(sum(e.get(k, 0) for e in events))
+                  for k in ("pairs_kept", "dropped_ties", "dropped_duplicates")},
+        "timings": time_summary,
+    }
+
+
+# ------------------------------------------------------------------------------- rendering
+def _fmt(x: float | None, pct: bool = False) -> str:
+    if x is None or not np.isfinite(x):
+        return "-"
+    return f"{100 * x:.1f}%" if pct else f"{x:.3f}"
+
+
+def render_summary(metrics: Mapping[str, Any], console: Console, *, title: str = "") -> None:
+    """Print the closing tables: accuracy per domain, RM choice share per domain, time breakdown."""
+    from rich.table import Table
+
+    acc = metrics.get("accuracy") or {}
+    if acc:
+        table = Table(title=f"{title}accuracy per domain (greedy)")
+        table.add_column("domain")
+        for split in acc:
+            table.add_column(f"{split} before", justify="right")
+            table.add_column(f"{split} after", justify="right")
+        domains = [d for d in next(iter(acc.values()))[0] if d != "mean"] + ["mean"]
+        for d in domains:
+            row = [d]
+            for series in acc.values():
+                row += [_fmt(series[0].get(d), pct=True), _fmt(series[-1].get(d), pct=True)]
+            table.add_row(*row, style="bold" if d == "mean" else None)
+        console.print(table)
+
+    shares = metrics["choice_share"]["per_iteration"]
+    if shares:
+        last = shares[-1]
+        labels = sorted({rm for s in last.values() for rm in s})
+        table = Table(title=f"{title}RM choice share per domain (last iteration)")
+        table.add_column("domain")
+        for rm in labels:
+            table.add_column(rm, justify="right")
+        in_domain, lock = metrics.get("in_domain_share"), metrics.get("lock_in")
+        if in_domain:
+            table.add_column("in-domain", justify="right")
+            table.add_column("lock-in", justify="center")
+        for task, by_rm in sorted(last.items()):
+            row = [task] + [_fmt(by_rm.get(rm, 0.0), pct=True) for rm in labels]
+            if in_domain:
+                row += [_fmt(in_domain["per_task"].get(task), pct=True),
+                        "yes" if lock and lock["per_task"].get(task) else "no"]
+            table.add_row(*row)
+        if in_domain:
+            table.add_row("mean", *[""] * len(labels), _fmt(in_domain["mean"], pct=True), "", style="bold")
+        console.print(table)
+
+    t = metrics["timings"]
+    table = Table(title=f"{title}time breakdown")
+    table.add_column("part")
+    table.add_column("seconds", justify="right")
+    table.add_column("share", justify="right")
+    total = t.get("total")
+    parts = [("setup (load models, data)", "setup"), ("evaluation", "eval"), ("generate", "generate"),
+             ("score (RMs + pairs)", "score"), ("train (DPO steps)", "train"),
+             ("bandit (encode + select + update)", "select"), ("diagnostics", "diagnostics")]
+    for name, key in parts:
+        if key in t and (key != "diagnostics" or t[key]):
+            share = t[key] / total if total else None
+            table.add_row(name, f"{t[key]:.1f}", _fmt(share, pct=True))
+    if total:
+        table.add_row("total", f"{total:.1f}", "100%", style="bold")
+    console.print(table)
+    share = t.get("bandit_share_of_step")
+    per_step = t.get("per_step", {})
+    step_mean = sum(v for k, v in per_step.items() if v and k != "diagnostics")
+    console.print(f"{metrics['steps']} steps, {step_mean:.3f} s per step; the bandit's own share of a step: "
+                  f"{_fmt(share, pct=True)}; {metrics['skipped_steps']} skipped (no pair formed); "
+                  f"{metrics['pairs']['pairs_kept']} pairs trained on")
+
+
+# ------------------------------------------------------------------------------- laser report
+def report_run(path: str | Path, console: Console, *, partial: bool = False,
+               plots: bool = True) -> list[Path]:
+    """Redraw a run folder's plots and print its summary tables; returns the PNGs drawn.
+
+    An incomplete run (``running`` or ``failed``) is refused unless ``partial``; with ``partial`` the
+    summary is rebuilt from its events and marked INCOMPLETE.
+    """
+    run = RunDir.open(path)
+    status = run.status()
+    state = status["state"]
+    metrics = run.metrics()
+    title = ""
+    if state != "complete":
+        why = f": {status['error']}" if status.get("error") else ""
+        if not partial:
+            raise RunDirError(f"run {run.path} is not complete (state: {state}{why}); pass --partial to "
+                              "report what it holds")
+        console.print(f"[bold yellow]INCOMPLETE run[/] (state: {state}{why}); numbers cover only the steps "
+                      "it logged")
+        title = "INCOMPLETE: "
+        events = run.events()
+        if not events:
+            raise RunDirError(f"run {run.path} logged no steps yet; nothing to report")
+        cfg = run.config() if run.file("config.json").is_file() else {}
+        resolved = cfg.get("resolved", {})
+        tasks = sorted({t for e in events for t in e.get("tasks", [])})
+        metrics = summarize_run(events, accuracy=[], tasks=tasks, rm_names=resolved.get("rms", []),
+                                rm_for_task=resolved.get("rm_for_task"), policy=str(cfg.get("policy")),
+                                timings={})
+    elif metrics is None:
+        raise RunDirError(f"run {run.path} is marked complete but has no metrics.json; it was modified "
+                          "after the run")
+    drawn: list[Path] = []
+    if plots:
+        from laser_app.plots import draw_all
+
+        drawn = draw_all(run.path, metrics=metrics)
+    render_summary(metrics, console, title=title)
+    if drawn:
+        console.print("plots: " + ", ".join(str(p) for p in drawn))
+    return drawn

@@ -1,0 +1,288 @@
+"""The run folder: what a ``laser run`` leaves behind, written so that a partial run never looks complete.
+
+Layout::
+
+    <out>/status.json     {"state": "running" | "complete" | "failed", ...}; "complete" is written last
+    <out>/config.json     the resolved configuration (also a valid --config file) and what it resolved to
+    <out>/events.jsonl    one JSON line per training step, appended and flushed as the run goes
+    <out>/metrics.json    the run summary (accuracy, RM choice shares, in-domain share, lock-in, timings)
+    <out>/bandit.json     the selector's state; its arrays in bandit.npz (never pickle)
+    <out>/pairs.jsonl     every preference pair trained on, in TRL's format (prompt, chosen, rejected)
+    <out>/policy/         the final policy (save_pretrained), or adapter/ for a LoRA run
+    <out>/*.png           plots (see laser_app.plots)
+
+>>> import tempfile, pathlib
+>>> run = RunDir.create(pathlib.Path(tempfile.mkdtemp()) / "run")
+>>> run.status()["state"]
+'running'
+>>> run.append_event({"step": 0, "loss": 0.7})
+>>> run.mark_complete()
+>>> run.status()["state"], run.events()
+('complete', [{'step': 0, 'loss': 0.7}])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from laser_app.errors import RunDirError
+
+STATUS = "status.json"
+CONFIG = "config.json"
+EVENTS = "events.jsonl"
+METRICS = "metrics.json"
+PAIRS = "pairs.jsonl"
+BANDIT = "bandit"
+STATES = ("running", "complete", "failed")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON through a temporary file, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, default=_json_default)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON: {value!r}")
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file, turning a missing or corrupt file into a :class:`RunDirError`."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunDirError(f"{path} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise RunDirError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+# ------------------------------------------------------------------------------- array-aware state files
+def split_arrays(state: Any, arrays: dict[str, np.ndarray], prefix: str = "") -> Any:
+    """Replace every ndarray in a nested state by ``{"__ndarray__": key}``, collecting arrays by key.
+
+    >>> arrays = {}
+    >>> split_arrays({"A": np.eye(2), "n": np.int64(3), "t": (1, 2)}, arrays)
+    {'A': {'__ndarray__': 'A'}, 'n': 3, 't': [1, 2]}
+    >>> list(arrays)
+    ['A']
+    """
+    if isinstance(state, np.ndarray):
+        key = prefix or "array"
+        arrays[key] = state
+        return {"__ndarray__": key}
+    if isinstance(state, Mapping):
+        out = {}
+        for k, v in state.items():
+            if not isinstance(k, str | int):
+                raise TypeError(f"state keys must be strings, got {k!r} at {prefix or 'top level'}")
+            out[str(k)] = split_arrays(v, arrays, f"{prefix}/{k}" if prefix else str(k))
+        return out
+    if isinstance(state, list | tuple):
+        return [split_arrays(v, arrays, f"{prefix}/{i}") for i, v in enumerate(state)]
+    if isinstance(state, np.generic):
+        return state.item()
+    if state is None or isinstance(state, str | int | float | bool):
+        return state
+    raise TypeError(f"cannot save {type(state).__name__} at {prefix or 'top level'} as JSON + npz")
+
+
+def join_arrays(state: Any, arrays: Mapping[str, np.ndarray]) -> Any:
+    """Inverse of :func:`split_arrays`."""
+    if isinstance(state, dict):
+        if set(state) == {"__ndarray__"}:
+            return np.asarray(arrays[state["__ndarray__"]])
+        return {k: join_arrays(v, arrays) for k, v in state.items()}
+    if isinstance(state, list):
+        return [join_arrays(v, arrays) for v in state]
+    return state
+
+
+def save_state(state: Mapping[str, Any], stem: Path) -> None:
+    """Save a nested state dict as ``<stem>.json`` plus its arrays in ``<stem>.npz`` (no pickle)."""
+    arrays: dict[str, np.ndarray] = {}
+    doc = split_arrays(state, arrays)
+    with open(stem.with_suffix(".npz"), "wb") as fh:
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
+    write_json_atomic(stem.with_suffix(".json"), doc)
+
+
+def load_state(stem: Path) -> Any:
+    """Load what :func:`save_state` wrote."""
+    doc = read_json(stem.with_suffix(".json"))
+    with np.load(stem.with_suffix(".npz"), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return join_arrays(doc, arrays)
+
+
+# ------------------------------------------------------------------------------- the folder
+class RunDir:
+    """A run folder (see the module docstring for its layout)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._started = time.monotonic()
+
+    @classmethod
+    def create(cls, path: str | Path, *, overwrite: bool = False) -> RunDir:
+        """Create ``path`` as a new run folder marked ``running``.
+
+        An existing run folder is replaced only with ``overwrite``; a non-empty folder that is not a run
+        folder is never touched.
+        """
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise RunDirError(f"--out {path} exists and is not a folder; choose another --out")
+        if path.is_dir() and any(path.iterdir()):
+            if not (path / STATUS).is_file():
+                raise RunDirError(f"--out {path} is a non-empty folder that is not a run folder; "
+                                  "choose another --out")
+            if not overwrite:
+                state = _state_of(path)
+                raise RunDirError(f"run folder {path} already exists (state: {state}); pass --overwrite to "
+                                  "replace it or choose another --out")
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path)
+        run._write_status("running", started=_now(), pid=os.getpid())
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """Open an existing run folder for reading."""
+        run = cls(path)
+        if not run.path.is_dir():
+            raise RunDirError(f"run folder {run.path} does not exist")
+        if not (run.path / STATUS).is_file():
+            raise RunDirError(f"{run.path} is not a run folder (no {STATUS}); pass the --out of a laser run")
+        return run
+
+    # -- status
+    def status(self) -> dict[str, Any]:
+        """The contents of ``status.json``."""
+        status = read_json(self.path / STATUS)
+        if not isinstance(status, dict) or status.get("state") not in STATES:
+            raise RunDirError(f"{self.path / STATUS} is not a valid status file: {status!r}")
+        return status
+
+    def _write_status(self, state: str, **info: Any) -> None:
+        write_json_atomic(self.path / STATUS, {"state": state, **info})
+
+    def mark_complete(self, **info: Any) -> None:
+        """Mark the run complete: call only once everything else has been written."""
+        started = self.status().get("started")
+        self._write_status("complete", started=started, finished=_now(),
+                           seconds=round(time.monotonic() - self._started, 3), **info)
+
+    def mark_failed(self, error: BaseException | str) -> None:
+        """Mark the run failed with the error that stopped it."""
+        message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        try:
+            started = self.status().get("started")
+        except RunDirError:
+            started = None
+        self._write_status("failed", started=started, finished=_now(), error=message)
+
+    # -- files
+    def file(self, name: str) -> Path:
+        """Path of a file inside the run folder."""
+        return self.path / name
+
+    def write_config(self, config: Mapping[str, Any], resolved: Mapping[str, Any]) -> None:
+        """Write the configuration (usable as ``--config``) and, under ``resolved``, what defaults became."""
+        write_json_atomic(self.path / CONFIG, {**config, "resolved": dict(resolved)})
+
+    def config(self) -> dict[str, Any]:
+        """The configuration written by :meth:`write_config`."""
+        cfg = read_json(self.path / CONFIG)
+        if not isinstance(cfg, dict):
+            raise RunDirError(f"{self.path / CONFIG} does not hold a JSON object")
+        return cfg
+
+    def append_event(self, event: Mapping[str, Any]) -> None:
+        """Append one step's record to ``events.jsonl`` (flushed, so a crash keeps what came before)."""
+        line = json.dumps(event, default=_json_default, ensure_ascii=False)
+        with open(self.path / EVENTS, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+    def events(self) -> list[dict[str, Any]]:
+        """All step records so far (a torn last line of a killed run is ignored)."""
+        path = self.path / EVENTS
+        if not path.is_file():
+            return []
+        out = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        return out
+
+    def write_metrics(self, metrics: Mapping[str, Any]) -> None:
+        """Write the run summary."""
+        write_json_atomic(self.path / METRICS, metrics)
+
+    def metrics(self) -> dict[str, Any] | None:
+        """The run summary, or ``None`` when the run did not get that far."""
+        path = self.path / METRICS
+        return read_json(path) if path.is_file() else None
+
+    def save_bandit(self, state: Mapping[str, Any]) -> None:
+        """Save the selector's state as ``bandit.json`` + ``bandit.npz``."""
+        save_state(state, self.path / BANDIT)
+
+    def load_bandit(self) -> Any:
+        """Load the selector's state saved by :meth:`save_bandit`."""
+        return load_state(self.path / BANDIT)
+
+
+def _state_of(path: Path) -> str:
+    try:
+        return str(RunDir(path).status().get("state"))
+    except RunDirError:
+        return "unknown"
+
+
+def default_out(policy: str, root: str | Path = "runs") -> Path:
+    """A fresh run folder name under ``root``: ``runs/20250101-120000-linucb``."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe = policy.replace(":", "-").replace("/", "-")
+    path = Path(root) / f"{stamp}-{safe}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path(root) / f"{stamp}-{safe}-{n}"
+    return path

@@ -1,0 +1,278 @@
+"""The built-in world's tasks: three seeded domains with exact checkers, and the JSONL data format.
+
+The three domains mirror the paper's datasets at a scale a character-level model can learn:
+
+- ``math`` (like GSM8K): one-step word problems that add or subtract two-digit numbers; the answer is a number.
+- ``yesno`` (like StrategyQA): yes/no questions about comparisons, parity and a sum against a number.
+- ``mcq`` (like MMLU): four options ``A)``-``D)`` (the largest, the smallest, the even one, or a small sum);
+  the answer is a letter.
+
+Every prompt is one line that ends with the answer cue ``"Answer:"``; the expected continuation is
+``" " + answer + "\\n"`` (the newline is the stop string). Splits are drawn from one seeded stream per domain
+without repeating a prompt, so they are disjoint; answers are balanced (yes/no 50:50, letters uniform).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+TASKS: tuple[str, ...] = ("math", "yesno", "mcq")
+STOP = "\n"
+ANSWER_CUE = "Answer:"
+LETTERS = ("A", "B", "C", "D")
+DEFAULT_SPLIT_ORDER = ("test", "dev", "train")
+
+_NAMES = ("Ann", "Bob", "Cal", "Dee", "Eve", "Fay", "Gus", "Hal", "Ivy", "Jon", "Kim", "Lea", "Max", "Ned",
+          "Oli", "Pam", "Ray", "Sue", "Tom", "Uma")
+_OBJECTS = ("apples", "pens", "books", "coins", "cards", "eggs", "shells", "stamps", "rocks", "cups")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One prompt with its reference answer (``None`` when unknown) and its task label.
+
+    >>> ex = Example("Q: Is 7 odd? Answer:", "yes", "yesno")
+    >>> ex.target
+    ' yes\\n'
+    """
+
+    prompt: str
+    answer: str | None = None
+    task: str = "default"
+
+    @property
+    def target(self) -> str:
+        """The continuation a perfect policy writes: a space, the answer, the stop string."""
+        if self.answer is None:
+            raise ValueError(f"example has no answer: {self.prompt!r}; targets need an 'answer' field")
+        return f" {self.answer}{STOP}"
+
+
+# ----------------------------------------------------------------------------------------------- generators
+Gen = Callable[[np.random.Generator], tuple[str, str]]
+
+
+def _q(text: str) -> str:
+    return f"Q: {text} {ANSWER_CUE}"
+
+
+def _two_names(rng: np.random.Generator) -> tuple[str, str]:
+    i, j = rng.choice(len(_NAMES), size=2, replace=False)
+    return _NAMES[int(i)], _NAMES[int(j)]
+
+
+def _math(rng: np.random.Generator) -> tuple[str, str]:
+    n, m = _two_names(rng)
+    o = _OBJECTS[int(rng.integers(len(_OBJECTS)))]
+    a, b = (int(x) for x in rng.integers(10, 100, size=2))
+    kind = int(rng.integers(6))
+    if kind >= 3 and a < b:  # subtraction never goes below zero
+        a, b = b, a
+    text = (
+        f"{n} has {a} {o} and gets {b} more. How many {o} does {n} have?",
+        f"{n} has {a} {o}. {m} has {b} {o}. How many {o} in all?",
+        f"A box has {a} {o}. {n} puts in {b} more. How many {o} are in the box?",
+        f"{n} has {a} {o} and gives away {b}. How many {o} are left?",
+        f"{n} has {a} {o}. {m} has {b} fewer. How many {o} does {m} have?",
+        f"A box has {a} {o}. {n} takes out {b}. How many {o} are in the box?",
+    )[kind]
+    return _q(text), str(a + b if kind < 3 else a - b)
+
+
+def _yesno(rng: np.random.Generator) -> tuple[str, str]:
+    yes = bool(rng.integers(2))
+    kind = int(rng.integers(3))
+    if kind == 0:  # comparison of two numbers
+        a, b = sorted(int(x) for x in rng.choice(np.arange(10, 100), size=2, replace=False))
+        word = ("more", "less")[int(rng.integers(2))]
+        big_first = yes == (word == "more")
+        x, y = (b, a) if big_first else (a, b)
+        return _q(f"Is {x} {word} than {y}?"), "yes" if yes else "no"
+    if kind == 1:  # parity of a three-digit number
+        word = ("even", "odd")[int(rng.integers(2))]
+        x = int(rng.integers(50, 500)) * 2 + (0 if (word == "even") == yes else 1)
+        return _q(f"Is {x} an {word} number?"), "yes" if yes else "no"
+    a, b = int(rng.integers(10, 90)), int(rng.integers(2, 10))  # a sum against a nearby number
+    gap = int(rng.integers(1, 8))
+    word = ("bigger", "smaller")[int(rng.integers(2))]
+    c = a + b - gap if (word == "bigger") == yes else a + b + gap
+    return _q(f"Is {a}+{b} {word} than {c}?"), "yes" if yes else "no"
+
+
+def _mcq(rng: np.random.Generator) -> tuple[str, str]:
+    kind = int(rng.integers(4))
+    pos = int(rng.integers(4))
+    if kind == 3:  # a small sum with near-miss distractors
+        a, b = (int(x) for x in rng.integers(2, 10, size=2))
+        offsets = rng.choice([-3, -2, -1, 1, 2, 3], size=3, replace=False)
+        others = [a + b + int(d) for d in offsets]
+        question, right = f"What is {a}+{b}?", a + b
+    elif kind == 2:  # the only even number
+        right = int(rng.integers(5, 50)) * 2
+        others = [int(x) * 2 + 1 for x in rng.choice(np.arange(5, 50), size=3, replace=False)]
+        question = "Which is even?"
+    else:  # the largest or the smallest
+        values = [int(x) for x in rng.choice(np.arange(1, 100), size=4, replace=False)]
+        right = max(values) if kind == 0 else min(values)
+        others = [v for v in values if v != right]
+        question = "Which is largest?" if kind == 0 else "Which is smallest?"
+    options = [*others[:pos], right, *others[pos:]]
+    shown = " ".join(f"{letter}) {v}" for letter, v in zip(LETTERS, options, strict=True))
+    return _q(f"{question} {shown}"), LETTERS[pos]
+
+
+GENERATORS: dict[str, Gen] = {"math": _math, "yesno": _yesno, "mcq": _mcq}
+
+
+# ----------------------------------------------------------------------------------------------- splits
+def make_splits(seed: int, sizes: Mapping[str, int], *,
+                tasks: Sequence[str] = TASKS) -> dict[str, list[Example]]:
+    """Draw disjoint splits, ``sizes[split]`` examples *per task*, filled in the order of ``sizes``.
+
+    Each task has its own generator seeded from ``(seed, task)``, so adding a task or a later split never
+    changes the earlier ones. Each split is shuffled (seeded) across tasks.
+
+    >>> s = make_splits(0, {"test": 2, "train": 3})
+    >>> [len(s["test"]), len(s["train"])]
+    [6, 9]
+    """
+    for name, n in sizes.items():
+        if int(n) < 0:
+            raise ValueError(f"split size must be >= 0, got {name}={n}")
+    unknown = [t for t in tasks if t not in GENERATORS]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; valid tasks: {sorted(GENERATORS)}")
+    out: dict[str, list[Example]] = {name: [] for name in sizes}
+    for t_index, task in enumerate(tasks):
+        rng = np.random.default_rng([seed, 7_919, t_index])
+        seen: set[str] = set()
+        for name, n in sizes.items():
+            out[name].extend(_draw(task, rng, int(n), seen))
+    for s_index, name in enumerate(sizes):
+        order = np.random.default_rng([seed, 104_729, s_index]).permutation(len(out[name]))
+        out[name] = [out[name][int(i)] for i in order]
+    return out
+
+
+def _draw(task: str, rng: np.random.Generator, n: int, seen: set[str]) -> list[Example]:
+    gen, items, tries = GENERATORS[task], [], 0
+    while len(items) < n:
+        tries += 1
+        if tries > 50 * n + 1000:
+            raise ValueError(f"task {task!r} ran out of distinct prompts after {len(seen)}; ask for fewer examples")
+        prompt, answer = gen(rng)
+        if prompt not in seen:
+            seen.add(prompt)
+            items.append(Example(prompt, answer, task))
+    return items
+
+
+def make_tasks(seed: int, n_train: int, n_dev: int, n_test: int) -> dict[str, list[Example]]:
+    """The built-in tasks' ``train``/``dev``/``test`` splits, sizes per task (3 tasks), disjoint, seeded.
+
+    >>> splits = make_tasks(0, n_train=4, n_dev=2, n_test=2)
+    >>> len(splits["train"]), splits["train"][0].prompt.endswith("Answer:")
+    (12, True)
+    """
+    return make_splits(seed, {"test": n_test, "dev": n_dev, "train": n_train})
+
+
+# ----------------------------------------------------------------------------------------------- checking
+def parse_number(text: str) -> float | None:
+    """The last number in ``text`` (GSM8K convention, commas ignored), or ``None``.
+
+    >>> parse_number(" 1,204 apples"), parse_number("none")
+    (1204.0, None)
+    """
+    found = _NUMBER.findall(text.replace(",", ""))
+    return float(found[-1]) if found else None
+
+
+def normalize(text: str) -> str:
+    """Lower-case, collapse whitespace, strip surrounding punctuation and brackets.
+
+    >>> normalize("  (B). "), normalize(" Yes!")
+    ('b', 'yes')
+    """
+    return " ".join(text.split()).strip(" .,!?;:()[]'\"").lower()
+
+
+def check_answer(task: str, response: str, answer: str) -> bool:
+    """Whether ``response`` answers correctly: number match for ``math``, normalized exact match for
+    ``yesno`` and ``mcq``, and for any other task exact match or number match (so user data works).
+
+    >>> check_answer("math", " 68", "68"), check_answer("math", " 67", "68")
+    (True, False)
+    >>> check_answer("yesno", " Yes.", "yes"), check_answer("mcq", " (B)", "B"), check_answer("mcq", " BC", "B")
+    (True, True, False)
+    >>> check_answer("anything", " Paris", "paris"), check_answer("anything", "= 3.0", "3")
+    (True, True)
+    """
+    if task in TASKS:  # the built-in tasks answer on one line
+        response = response.split(STOP, 1)[0]
+    if task == "math":
+        got, want = parse_number(response), parse_number(answer)
+        return got is not None and want is not None and got == want
+    if task in ("yesno", "mcq"):
+        return normalize(response) == normalize(answer)
+    if normalize(response) == normalize(answer):
+        return True
+    got, want = parse_number(response), parse_number(answer)
+    return got is not None and want is not None and got == want
+
+
+# ----------------------------------------------------------------------------------------------- JSONL
+def write_jsonl(examples: Iterable[Example], path: str | Path) -> Path:
+    """Write examples as JSONL with the fields ``prompt``, ``answer``, ``task`` (the ``--data`` format)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for ex in examples:
+            f.write(json.dumps(asdict(ex), ensure_ascii=False) + "\n")
+    return path
+
+
+def read_jsonl(path: str | Path, *, default_task: str = "default") -> list[Example]:
+    """Read JSONL rows with a required ``prompt`` and optional ``answer`` and ``task``.
+
+    Raises ``ValueError`` naming the file and line for a missing or non-string field, and for a file with no rows.
+
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "d.jsonl")
+    >>> _ = write_jsonl([Example("Q: 1+1? Answer:", "2", "math")], p)
+    >>> read_jsonl(p)
+    [Example(prompt='Q: 1+1? Answer:', answer='2', task='math')]
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"data file {str(path)!r} does not exist; pass a JSONL file with a 'prompt' field per line")
+    rows: list[Example] = []
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{i}: not valid JSON ({exc.msg}); write one JSON object per line") from exc
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{i}: expected a JSON object, got {type(obj).__name__}")
+            prompt = obj.get("prompt")
+            if not isinstance(prompt, str) or not prompt:
+                raise ValueError(f"{path}:{i}: missing or empty 'prompt' (got {prompt!r}); every row needs one")
+            answer, task = obj.get("answer"), obj.get("task", default_task)
+            if answer is not None and not isinstance(answer, str | int | float):
+                raise ValueError(f"{path}:{i}: 'answer' must be a string or number, got {answer!r}")
+            if not isinstance(task, str) or not task:
+                raise ValueError(f"{path}:{i}: 'task' must be a non-empty string, got {task!r}")
+            rows.append(Example(prompt, None if answer is None else str(answer), task))
+    if not rows:
+        raise ValueError(f"data file {str(path)!r} has no rows; add JSONL lines with a 'prompt' field")
+    return rows
