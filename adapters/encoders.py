@@ -248,7 +248,8 @@ class SentenceTransformerEncoder:
         if not Path(path).is_dir():
             raise ValueError(f"from_transformer needs a local model folder, got {str(path)!r}")
         transformer = Transformer(str(path))
-        width = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension
+        width = getattr(transformer, "get_embedding_dimension", None) or \
+            transformer.get_word_embedding_dimension
         modules: list[Any] = [transformer, Pooling(width(), pooling_mode=pooling)]
         if normalize:
             modules.append(Normalize())

@@ -107,8 +107,8 @@ def _generate(model: Any, tokenizer: Any, prompts: list[str], *, num_return_sequ
     input_ids, attention_mask = left_pad(tokenizer, prompts, pad_token_id=pad_id)
     device = next(model.parameters()).device
     if stop:
-        # Ends rows early once their decoded text holds `stop`. Not `stop_strings`: it matches raw token strings,
-        # so a sampled special token such as '<pad>' would stop a row on 'a' with no 'a' in its text.
+        # Ends rows early once their decoded text holds `stop`. Not `stop_strings`: it matches raw token
+        # strings, so a sampled special token such as '<pad>' would stop a row on 'a' with no 'a' in its text.
         generate_kwargs["stopping_criteria"] = StoppingCriteriaList(
             [_StopOnText(tokenizer, stop, input_ids.shape[1])])
     with torch.no_grad():

@@ -38,6 +38,7 @@ NormalizerSpec = str | Callable[[], "Normalizer"]
 GRANULARITIES = ("batch", "instance")
 SCOPES = ("global", "per-context")
 NORMALIZERS = ("quantile", "minmax", "zscore")
+_SCORE_ATTRS = ("scores", "ucb", "indices", "means")
 
 
 @runtime_checkable
@@ -324,7 +325,7 @@ class _Batch:
     rms: list[str]
     contexts: FloatArray | None = None
     batch_context: FloatArray | None = None
-    arm_scores: list[list[float] | None] = field(default_factory=list)
+    arm_scores: list[list[float | None] | None] = field(default_factory=list)
     seen_scores: dict[int, FloatArray] = field(default_factory=dict)
 
 
@@ -452,6 +453,13 @@ class RMSelector(RoutingSelector):
     ``scope`` picks the normalization scope (see the module docstring). With ``reward="agreement"``
     the first ``probe_size`` prompts of each batch need every RM's scores.
 
+    ``center``: feed the policy ``normalized - 0.5`` instead of the normalized reward in [0, 1]. A
+    linear policy's estimates start at 0, so with uncentered rewards an untried arm looks like the
+    worst arm and, at a small ``alpha``, the first arm played keeps winning (lock-in); centered, an
+    untried arm looks like a median one. ``None`` (default) centers for contextual policies only
+    (context-free ones such as Beta-Bernoulli Thompson sampling and EXP3 need [0, 1]);
+    ``center=False`` is the paper's setting.
+
     >>> from banditkit.policies.linucb import LinUCB
     >>> from laser_adapters.encoders import HashingEncoder
     >>> from laser_adapters.dpo import StepResult
@@ -477,7 +485,7 @@ class RMSelector(RoutingSelector):
     def __init__(self, policy: Policy, encoder: ContextEncoder | None, rm_names: Sequence[str], *,
                  normalizer: NormalizerSpec = "quantile", granularity: str = "batch", reward: str = "dpo+nll",
                  scope: str = "global", n_clusters: int = 4, probe_size: int = 2, seed: int = 0,
-                 cluster_warmup: int | None = None, name: str = "laser") -> None:
+                 cluster_warmup: int | None = None, center: bool | None = None, name: str = "laser") -> None:
         super().__init__(rm_names, name=name, granularity=granularity)
         if policy.n_arms != len(self.rm_names):
             raise ValueError(f"the policy has {policy.n_arms} arms but there are {len(self.rm_names)} RMs "
@@ -505,6 +513,7 @@ class RMSelector(RoutingSelector):
         self.normalization = ScopedNormalizer(make_normalizer_factory(normalizer), scope=scope,
                                               n_clusters=n_clusters, warmup=cluster_warmup, seed=seed)
         self.scope = scope
+        self.center = self.contextual if center is None else bool(center)
 
     # -- routing
     def _needs_contexts(self, tasks: list[str] | None) -> bool:
@@ -520,11 +529,20 @@ class RMSelector(RoutingSelector):
                              f"({len(prompts)}, {self.encoder.dim})")
         return _as_float_array(x, "encoded contexts")
 
-    def _arm_scores(self, context: FloatArray | None) -> list[float] | None:
-        fn = getattr(self.policy, "scores", None)
-        if not callable(fn):
-            return None
-        return [float(v) for v in np.asarray(fn(context), dtype=np.float64).reshape(-1)]
+    def _arm_scores(self, context: FloatArray | None) -> list[float | None] | None:
+        """The policy's per-arm scores for logging, when it exposes them without drawing randomness:
+        ``scores(context)`` / ``ucb(context)`` (contextual), ``indices()`` (UCB1) or ``means``.
+        Non-finite values (an unplayed arm's infinite bound) are logged as ``None``."""
+        for attr in _SCORE_ATTRS:
+            value = getattr(self.policy, attr, None)
+            if value is None:
+                continue
+            if callable(value):
+                value = value(context) if self.contextual else value()
+            arr = np.asarray(value, dtype=np.float64).reshape(-1)
+            if len(arr) == len(self.rm_names):
+                return [float(v) if np.isfinite(v) else None for v in arr]
+        return None
 
     def _route(self, prompts: list[str], tasks: list[str] | None) -> list[str]:
         b = self._require_batch()
@@ -553,9 +571,10 @@ class RMSelector(RoutingSelector):
                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Reward the RM ``label`` for the DPO step on ``prompt_indices`` and update the policy.
 
-        Returns a dict to log: ``arm``, ``rm``, ``raw_reward``, ``normalized_reward``, ``scope_key``
+        Returns a dict to log: ``arm``, ``rm``, ``raw_reward``, ``normalized_reward``, ``policy_reward``
+        (what the policy was given, see ``center``), ``scope_key``
         (means and joined keys under instance granularity, with ``per_prompt`` details), ``arm_scores``
-        when the policy exposes ``scores(context)``.
+        (the policy's per-arm scores when it chose, if it exposes them; else ``None``).
         """
         b = self._require_batch()
         idx = self._check_group(label, prompt_indices)
@@ -578,14 +597,16 @@ class RMSelector(RoutingSelector):
         log: dict[str, Any] = {"selector": self.name, "granularity": self.granularity,
                                "reward_fn": self.reward_name, "iteration": self.iteration,
                                "arm": arm, "rm": label}
+        fed = [v - 0.5 for v in normed] if self.center else normed
         if self.granularity == "batch":
-            self.policy.update(arm, normed[0], b.batch_context)
-            log.update(raw_reward=raws[0], normalized_reward=normed[0], scope_key=keys[0],
-                       arm_scores=b.arm_scores[0] if b.arm_scores else None)
+            self.policy.update(arm, fed[0], b.batch_context)
+            log.update(raw_reward=raws[0], normalized_reward=normed[0], policy_reward=fed[0],
+                       scope_key=keys[0], arm_scores=b.arm_scores[0] if b.arm_scores else None)
             return log
         arms = np.full(len(units), arm, dtype=np.int64)
-        self.policy.update_batch(arms, np.array(normed), contexts)
+        self.policy.update_batch(arms, np.array(fed), contexts)
         log.update(raw_reward=float(np.mean(raws)), normalized_reward=float(np.mean(normed)),
+                   policy_reward=float(np.mean(fed)),
                    scope_key="+".join(sorted(set(keys))), skipped_prompts=skipped,
                    per_prompt=[{"index": ps[0], "raw_reward": r, "normalized_reward": nr, "scope_key": k,
                                 "arm_scores": b.arm_scores[ps[0]] if b.arm_scores else None}
@@ -656,7 +677,8 @@ class RMSelector(RoutingSelector):
         """Plain data: the policy's state dict, the normalizers' states and the context clusters."""
         state = self._base_state()
         state.update(reward=self.reward_name, scope=self.scope, probe_size=self.probe_size,
-                     policy=self.policy.state_dict(), normalization=self.normalization.state_dict())
+                     center=self.center, policy=self.policy.state_dict(),
+                     normalization=self.normalization.state_dict())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -666,6 +688,7 @@ class RMSelector(RoutingSelector):
         self.reward_fn = get_reward(self.reward_name)
         self.scope = check_choice("scope", state["scope"], SCOPES)
         self.probe_size = int(state["probe_size"])
+        self.center = bool(state["center"])
         self.policy.load_state_dict(state["policy"])
         self.normalization.load_state_dict(state["normalization"])
 

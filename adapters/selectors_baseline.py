@@ -310,7 +310,7 @@ def _response_index(responses: Sequence[str], scores: FloatArray, text: str, sco
 
 # --------------------------------------------------------------------------- factory
 _SELECTOR_KW = ("encoder", "normalizer", "granularity", "reward", "scope", "n_clusters", "probe_size", "seed",
-                "cluster_warmup")
+                "cluster_warmup", "center")
 
 # name -> (module, class, contextual, hyperparameters it takes)
 _BANDITS: dict[str, tuple[str, str, bool, tuple[str, ...]]] = {
@@ -349,9 +349,9 @@ def make_selector(name: str, rm_names: Sequence[str],
 
     Bandit names build an :class:`~laser_adapters.selector.RMSelector` around the banditkit policy;
     keyword arguments are the selector's (``encoder``, ``normalizer``, ``granularity``, ``reward``,
-    ``scope``, ``n_clusters``, ``probe_size``, ``seed``, ``cluster_warmup``; those that do not apply to
-    a baseline are ignored) and the policy's hyperparameters (``alpha``, ``ridge``, ``gamma``, ``dtype``
-    for linucb; ``v``, ``ridge`` for lints; ``likelihood`` for thompson; ``gamma`` for exp3;
+    ``scope``, ``n_clusters``, ``probe_size``, ``seed``, ``cluster_warmup``, ``center``; those that do not
+    apply to a baseline are ignored) and the policy's hyperparameters (``alpha``, ``ridge``, ``gamma``,
+    ``dtype`` for linucb; ``v``, ``ridge`` for lints; ``likelihood`` for thompson; ``gamma`` for exp3;
     ``epsilon``, ``decay`` for egreedy; ``c`` for ucb1). Context-free policies ignore the contexts.
 
     >>> make_selector("fixed:rm-b", ["rm-a", "rm-b"]).choose(["p"])

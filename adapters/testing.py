@@ -34,7 +34,8 @@ def tiny_causal_lm(path: str | Path, *, arch: str = "llama", hidden: int = 32, l
                                              num_hidden_layers=layers, num_attention_heads=4,
                                              num_key_value_heads=2, max_position_embeddings=256, **common))
     elif arch == "gpt2":
-        model = GPT2LMHeadModel(GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=256, **common))
+        model = GPT2LMHeadModel(GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=256,
+                                           **common))
     else:
         raise ValueError(f"arch must be 'llama' or 'gpt2', got {arch!r}")
     path = Path(path)

@@ -66,7 +66,7 @@ def load_examples(path: str | Path, *, require_answers: bool = False,
 def _parse_row(line: str, path: Path, lineno: int, *, require_answers: bool, what: str) -> Example:
     where = f"{what} {path} line {lineno}"
     try:
-        obj = json.loads(line)
+        obj = json.loads(line.rstrip("\r\n"))
     except json.JSONDecodeError as err:
         raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
     if not isinstance(obj, dict):

@@ -217,6 +217,8 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
 # =============================================================================== set-up
 def prepare(config: RunConfig, *, progress: bool = True, console: Console | None = None) -> Setup:
     """Resolve the policy, data, RM registry and evaluation sets; every input error surfaces here."""
+    if config.model is not None:
+        model_source(config.model)  # a missing path fails now, before anything loads
     world: Any = None
     if config.model is None or config.data is None or config.rm_registry is None:
         world = _load_world(config, progress=progress)

@@ -87,7 +87,8 @@ def plot_curves(events: Sequence[Mapping[str, Any]], path: Path) -> Path:
         if pts:
             ax1.plot(*zip(*pts, strict=True), style, lw=1, label=key)
     ax1.set_ylabel("loss")
-    ax1.legend(loc="upper right", fontsize=8)
+    if ax1.has_data():
+        ax1.legend(loc="upper right", fontsize=8)
     tasks = sorted({str(e.get("task")) for e in events})
     window = max(3, len(events) // 30)
     for ax, key in ((ax2, "raw_reward"), (ax3, "normalized_reward")):

@@ -42,9 +42,13 @@ def resolve_device(device: str | torch.device) -> str:
         mps = getattr(torch.backends, "mps", None)
         return "mps" if mps is not None and mps.is_available() else "cpu"
     try:
-        return str(torch.device(device))
+        resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto', got {device!r}") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asks for CUDA, which this machine does not have; "
+                         "use 'cpu' or 'auto'")
+    return str(resolved)
 
 
 def split_source(source: str | os.PathLike[str], gguf_file: str | None) -> tuple[str, str | None]:

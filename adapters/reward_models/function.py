@@ -95,8 +95,9 @@ class FunctionRM:
             raw = [self.fn(a, b) for a, b in zip(p, r, strict=True)]
         scores = np.asarray(raw, dtype=np.float64)
         if scores.shape != (len(p),):
-            raise ValueError(f"{self!r} returned shape {scores.shape} for {len(p)} pairs; expected "
-                             f"({len(p)},)")
+            hint = "; if fn scores one pair at a time, pass batched=False" if self.batched else ""
+            raise ValueError(f"{self!r} returned shape {scores.shape} for {len(p)} pairs; "
+                             f"expected ({len(p)},){hint}")
         return scores
 
     @classmethod

@@ -26,9 +26,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from .base import FloatArray, RewardModel, checked_scores
+from .base import FloatArray, RewardModel, RewardModelError, checked_scores
 
 RMKind = Literal["classifier", "implicit_dpo", "likelihood", "function", "judge"]
 CAUSAL_KINDS = frozenset({"implicit_dpo", "likelihood", "judge"})
@@ -62,14 +62,14 @@ class RMSpec(BaseModel):
 
     name: str = Field(description="registry name: letters, digits, '-', '_', '.'")
     kind: RMKind
-    model: str | None = Field(default=None, description="hub id, local folder or .gguf file")
+    model: str | None = Field(default=None, validate_default=True, description="hub id, folder or .gguf file")
     ref_model: str | None = Field(default=None, description="reference model (implicit_dpo only)")
     gguf_file: str | None = Field(default=None, description="GGUF file inside `model`'s folder (causal "
                                                             "kinds)")
     dtype: Literal["float32", "float16", "bfloat16", "auto"] = "float32"
     device: str = "cpu"
     trust_remote_code: bool = False
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict, validate_default=True)
 
     @field_validator("name")
     @classmethod
@@ -86,31 +86,50 @@ class RMSpec(BaseModel):
             raise ValueError("must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'")
         return value
 
-    @model_validator(mode="after")
-    def _check_kind(self) -> RMSpec:
-        problems = []
-        if self.kind == "function":
-            if self.model is not None:
-                problems.append("model: not used by kind 'function' (give options.callable instead)")
-            target = self.options.get("callable")
-            if not isinstance(target, str) or not _CALLABLE.match(target):
-                problems.append("options.callable: kind 'function' needs 'package.module:function', "
-                                f"got {target!r}")
-        elif self.model is None:
-            problems.append(f"model: required for kind {self.kind!r} (a hub id, local folder or .gguf file)")
-        if self.ref_model is not None and self.kind != "implicit_dpo":
-            problems.append(f"ref_model: only used by kind 'implicit_dpo', not {self.kind!r}")
-        if self.gguf_file is not None and self.kind not in CAUSAL_KINDS:
-            problems.append(f"gguf_file: GGUF loading is for causal-LM kinds {sorted(CAUSAL_KINDS)}, "
-                            f"not {self.kind!r}")
-        allowed = ALLOWED_OPTIONS[self.kind]
-        for key in self.options:
-            if key not in allowed:
-                problems.append(f"options.{key}: unknown option for kind {self.kind!r}; valid: "
-                                f"{', '.join(sorted(allowed))}")
+    # The checks below depend on `kind`, which is validated first (field order); when `kind` itself is
+    # invalid they are skipped, so every problem of a spec is reported at once, one line per field.
+
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, value: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("kind")
+        if kind == "function" and value is not None:
+            raise ValueError("not used by kind 'function' (give options.callable instead)")
+        if kind not in (None, "function") and value is None:
+            raise ValueError(f"required for kind {kind!r} (a hub id, local folder or .gguf file)")
+        return value
+
+    @field_validator("ref_model")
+    @classmethod
+    def _check_ref_model(cls, value: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("kind")
+        if value is not None and kind is not None and kind != "implicit_dpo":
+            raise ValueError(f"only used by kind 'implicit_dpo', not {kind!r}")
+        return value
+
+    @field_validator("gguf_file")
+    @classmethod
+    def _check_gguf_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("kind")
+        if value is not None and kind is not None and kind not in CAUSAL_KINDS:
+            raise ValueError(f"GGUF loading is for causal-LM kinds {sorted(CAUSAL_KINDS)}, not {kind!r}")
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _check_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        kind = info.data.get("kind")
+        if kind is None:
+            return value
+        allowed = ALLOWED_OPTIONS[kind]
+        problems = [f"unknown option {key!r} for kind {kind!r}; valid: {', '.join(sorted(allowed))}"
+                    for key in value if key not in allowed]
+        target = value.get("callable")
+        if kind == "function" and (not isinstance(target, str) or not _CALLABLE.match(target)):
+            problems.append(f"kind 'function' needs callable = 'package.module:function', got {target!r}")
         if problems:
             raise ValueError("\n".join(problems))
-        return self
+        return value
 
 
 class RegistryError(ValueError):
@@ -139,7 +158,7 @@ def _error_lines(name: str, err: ValidationError) -> list[str]:
         else:
             got = f" (got {e.get('input')!r:.60})"
         for part in msg.split("\n"):
-            lines.append(f"{name}.{loc}: {part}{got}" if loc else f"{name}.{part}")
+            lines.append(f"{name}.{loc}: {part}{got}" if loc else f"{name}: {part}")
     return lines
 
 
@@ -240,7 +259,8 @@ def _on_accelerator(rm: Any) -> bool:
     return not (device.startswith("cpu") or device == "meta")
 
 
-def _free_memory() -> None:
+def _free_accelerator_memory() -> None:
+    # a full collection costs up to a second with transformers loaded; only worth it to return GPU memory
     gc.collect()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
@@ -358,15 +378,16 @@ class RMRegistry:
     def get(self, name: str) -> RewardModel:
         """The RM ``name``, built on first use; on return it is the only held RM on an accelerator."""
         entry = self._lookup(name)
+        to_build = isinstance(entry, RMSpec) and name not in self._held
+        if to_build and isinstance(entry, RMSpec) and entry.kind != "function":
+            self._evict_for_one_more()  # before offloading, so an RM about to be dropped is not moved
         self._offload_except(name)
         if not isinstance(entry, RMSpec):
             rm = entry
-        elif name in self._held:
+        elif not to_build:
             rm = self._held[name]
             self._held.move_to_end(name)
         else:
-            if entry.kind != "function":
-                self._evict_for_one_more()
             rm = self._build(entry)
             self._held[name] = rm
             self._home[name] = str(getattr(rm, "device", "cpu"))
@@ -384,13 +405,13 @@ class RMRegistry:
     def unload(self, name: str) -> None:
         """Drop the built RM ``name`` (if held) and free its memory; its spec stays registered."""
         if self._held.pop(name, None) is not None:
-            self._home.pop(name, None)
-            _free_memory()
+            if self._home.pop(name, "cpu") != "cpu":
+                _free_accelerator_memory()
 
     def clear(self) -> None:
         """Drop every RM built from a spec."""
-        self._held.clear()
-        _free_memory()
+        for name in list(self._held):
+            self.unload(name)
 
     def _lookup(self, name: str) -> RMSpec | RewardModel:
         try:
@@ -403,8 +424,12 @@ class RMRegistry:
             return build_rm(spec)
         except (ValueError, TypeError, OSError) as exc:
             where = f" from {spec.model!r}" if spec.model else ""
-            raise type(exc)(f"could not build reward model {spec.name!r} (kind {spec.kind!r}{where}): "
-                            f"{exc}") from exc
+            message = f"could not build reward model {spec.name!r} (kind {spec.kind!r}{where}): {exc}"
+            try:  # keep the exception's type (FileNotFoundError, ValueError, ...) for callers that catch it
+                wrapped: Exception = type(exc)(message)
+            except Exception:
+                wrapped = RewardModelError(message)
+            raise wrapped from exc
 
     def _counted(self) -> list[str]:
         return [n for n in self._held if (s := self._entries.get(n)) is not None

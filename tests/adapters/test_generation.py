@@ -124,7 +124,8 @@ def test_left_pad() -> None:
     ({"n": 2, "max_new_tokens": 0}, ValueError, "max_new_tokens must be >= 1"),
     ({"n": 2, "seed": 1.5}, TypeError, "seed must be an int"),
 ])
-def test_bad_arguments(paths: dict[str, Path], kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
+def test_bad_arguments(paths: dict[str, Path], kwargs: dict[str, Any], error: type[Exception],
+                       match: str) -> None:
     model, tok = _load(paths["llama"])
     with pytest.raises(error, match=match):
         sample_responses(model, tok, PROMPTS, **kwargs)

@@ -24,7 +24,8 @@ def test_top_vs_bottom_pairing() -> None:
     assert _texts(result) == [("r1", "r2"), ("r4", "r5"), ("r3", "r0")]
     assert (result.dropped_ties, result.dropped_duplicates) == (0, 0)
     first = result.pairs[0]
-    assert first == {"prompt": "p", "chosen": "r1", "rejected": "r2", "chosen_score": 0.9, "rejected_score": 0.1}
+    assert first == {"prompt": "p", "chosen": "r1", "rejected": "r2",
+                     "chosen_score": 0.9, "rejected_score": 0.1}
     assert isinstance(first["chosen_score"], float)
 
 
@@ -115,13 +116,14 @@ def test_jsonl_round_trip_through_datasets(tmp_path: Path) -> None:
 
 def test_write_replaces_atomically_and_rejects_bad_pairs(tmp_path: Path) -> None:
     path = tmp_path / "pairs.jsonl"
-    write_pairs_jsonl([{"prompt": "p", "chosen": "a", "rejected": "b", "chosen_score": np.float32(0.5)}], path)
+    pair = {"prompt": "p", "chosen": "a", "rejected": "b"}
+    write_pairs_jsonl([{**pair, "chosen_score": np.float32(0.5)}], path)
     assert json.loads(path.read_text())["chosen_score"] == 0.5
     before = path.read_text()
     with pytest.raises(ValueError, match="missing key 'rejected'"):
         write_pairs_jsonl([{"prompt": "p", "chosen": "a"}], path)
     with pytest.raises(ValueError, match="must be finite"):
-        write_pairs_jsonl([{"prompt": "p", "chosen": "a", "rejected": "b", "chosen_score": float("nan")}], path)
+        write_pairs_jsonl([{**pair, "chosen_score": float("nan")}], path)
     assert path.read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl"]
     write_pairs_jsonl([], path)

@@ -454,3 +454,27 @@ def test_counterfactual_losses_per_rm() -> None:
     assert res["const"] is None and res["bad"] is not None and len(res["bad"].losses) == 2
     with pytest.raises(ValueError, match="scores for 1 prompts but there are 2"):
         counterfactual_losses(samples, {"good": [[1.0, 0.0, 0.5]]}, _evaluate, max_pairs=1)
+
+
+def test_counterfactual_losses_with_a_real_dpo_step(tmp_path: Any) -> None:
+    """Each RM's counterfactual loss is DPOStep.evaluate on its pairs; the policy is left untouched."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from laser_adapters.dpo import DPOLoss, DPOStep
+    from laser_adapters.pairs import make_pairs
+    from laser_adapters.testing import tiny_causal_lm
+
+    path = tiny_causal_lm(tmp_path, hidden=16)
+    model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    dpo = DPOStep(model, tok, torch.optim.SGD(model.parameters(), lr=0.1), DPOLoss(beta=0.1, nll_weight=1.0))
+    before = [p.detach().clone() for p in model.parameters()]
+    samples = [("2+2=", ["4", "5", "22"]), ("3+4=", ["7", "8", "34"])]
+    scores = {"right": [[1.0, 0.0, 0.5], [1.0, 0.0, 0.5]], "long": [[0.0, 0.5, 1.0], [0.0, 0.5, 1.0]]}
+    out = counterfactual_losses(samples, scores, dpo.evaluate, max_pairs=1)
+    for rm, per_prompt in scores.items():
+        pairs = [pr for (p, r), s in zip(samples, per_prompt, strict=True)
+                 for pr in make_pairs(p, r, np.array(s), 1).pairs]
+        assert out[rm] == pytest.approx(dpo.evaluate(pairs).loss)
+    assert out["right"] != out["long"]
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

@@ -445,3 +445,31 @@ def test_normalized_state_round_trip_continues_identically() -> None:
     assert other.normalizer.state_dict() == state["normalizer"]
     with pytest.raises(ValueError, match="state is for policy 'NoisyLinearScorer', not 'Normalized'"):
         other.load_state_dict(state["inner"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_normalized_real_policies_save_and_load(tmp_path: Any, kind: str) -> None:
+    from banditkit.persistence import load, save
+    from banditkit.policies.exp3 import EXP3
+    from banditkit.policies.linucb import LinUCB
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="reward must lie in"):
+        EXP3(3, seed=0).update(0, -4.0)  # raw losses: EXP3 needs [0, 1]
+    for inner, dim in ((EXP3(3, gamma=0.1, seed=0), None), (LinUCB(3, 4, alpha=0.5, seed=0), 4)):
+        policy = Normalized(inner, make(kind))
+        contexts = rng.normal(size=(120, 4))
+        losses = rng.normal(-3.0, 1.0, size=120)
+        for x, loss in zip(contexts[:60], losses[:60], strict=True):
+            ctx = None if dim is None else x
+            policy.update(policy.select(ctx), float(loss), ctx)
+        restored = load(save(policy, tmp_path / f"{kind}-{type(inner).__name__}"))
+        assert isinstance(restored, Normalized) and type(restored.inner) is type(inner)
+        for x, loss in zip(contexts[60:], losses[60:], strict=True):
+            ctx = None if dim is None else x
+            a, b = policy.select(ctx), restored.select(ctx)
+            assert a == b
+            np.testing.assert_array_equal(policy.probabilities(ctx), restored.probabilities(ctx))
+            policy.update(a, float(loss), ctx)
+            restored.update(b, float(loss), ctx)
+        assert restored.normalizer.state_dict() == policy.normalizer.state_dict()

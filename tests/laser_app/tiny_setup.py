@@ -23,7 +23,8 @@ def build_tiny_setup(root: Path) -> dict[str, Path]:
         tiny_classifier(root / name, hidden=16, layers=1, seed=i + 1)
     registry = root / "rms.toml"
     registry.write_text("".join(f'[rms.{n}]\nkind = "classifier"\nmodel = "./{n}"\n' for n in RMS))
-    rows = [{"prompt": f"Q: {i} plus 1? Answer:", "answer": str(i + 1), "task": TASKS[i % 3]} for i in range(18)]
+    rows = [{"prompt": f"Q: {i} plus 1? Answer:", "answer": str(i + 1), "task": TASKS[i % 3]}
+            for i in range(18)]
     train = root / "train.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     evaluation = root / "eval.jsonl"

@@ -1,0 +1,448 @@
+"""Disjoint LinUCB, and the per-arm ridge regression state it shares with linear Thompson sampling.
+
+Each arm ``a`` keeps a design matrix ``A_a = ridge * I + sum x x^T``, its inverse, ``b_a = sum r x`` and
+``theta_a = A_a^{-1} b_a``. The inverse is kept exact with rank-one (Sherman-Morrison) updates, so no
+decision or update ever inverts or factorizes a matrix.
+
+Speed notes (they decide the layout):
+
+- Each arm's inverse and ``theta`` share one ``(d + 1, d)`` block, so a single ``matmul`` over the
+  ``(K, d + 1, d)`` stack yields ``A^{-1} x`` and ``theta . x`` for every arm. ``update`` reuses what the
+  preceding ``select`` computed for the same context (matched by content); without one it recomputes
+  the arm's block alone with the same BLAS call, so the result is bitwise the same either way.
+- From ``d = 256`` on, only the upper triangle of each inverse is read (``symv``) and written (``syr``),
+  which halves the memory traffic that bounds the cost at large ``d``.
+- The design matrices are not needed to decide, so their rank-one terms are buffered and added in one
+  ``gemm`` every ``_PENDING`` updates (``state_dict`` adds them first).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy.linalg import blas
+
+from banditkit._validation import FloatArray, IntArray, check_arm, check_context, check_real, check_reward
+from banditkit.base import BasePolicy, Seed
+
+_DTYPES: dict[str, type[np.floating[Any]]] = {"float64": np.float64, "float32": np.float32}
+
+# From this context dimension on, inverses are used through one triangle only (see the module docstring).
+_TRIANGLE_MIN_DIM = 256
+# Rank-one terms of a design matrix buffered before they are added in one gemm.
+_PENDING = 32
+# Contexts per chunk in select_batch: about 2**20 numbers of work space per arm.
+_CHUNK_NUMBERS = 2**20
+
+
+class _Blas(NamedTuple):
+    ger: Any
+    syr: Any
+    symv: Any
+    gemm: Any
+    trmm: Any
+
+
+# Looked up per call rather than stored on policies, which must stay copyable (f2py routines are not).
+_BLAS = {name: _Blas(*blas.get_blas_funcs(_Blas._fields, dtype=dt)) for name, dt in _DTYPES.items()}
+
+
+def _check_dtype(dtype: Any) -> str:
+    """Return ``dtype`` as ``"float64"`` or ``"float32"``."""
+    try:
+        name = str(np.dtype(dtype).name)
+    except TypeError:
+        name = ""
+    if name not in _DTYPES:
+        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+    return name
+
+
+class _LinearArms(BasePolicy):
+    """Per-arm ridge regression with an exactly maintained inverse, shared by LinUCB and LinTS.
+
+    ``gamma < 1`` turns on directional forgetting, documented in ``LinUCB``.
+    """
+
+    contextual: ClassVar[bool] = True
+
+    def __init__(self, n_arms: int, dim: int, *, ridge: float = 1.0, gamma: float = 1.0,
+                 dtype: str = "float64", seed: Seed = None) -> None:
+        super().__init__(n_arms, dim=dim, seed=seed)
+        self.ridge = check_real("ridge", ridge, low=0.0, low_open=True)
+        self.gamma = check_real("gamma", gamma, low=0.0, low_open=True, high=1.0)
+        self.dtype = _check_dtype(dtype)
+        self._configure()
+        self._blocks = np.zeros((n_arms, self._d + 1, self._d), dtype=self._float)
+        self._design = np.zeros((n_arms, self._d, self._d), dtype=self._float)
+        for k in range(n_arms):
+            self._fresh_arm(k)
+        self._b = np.zeros((n_arms, self._d), dtype=self._float)
+        self._counts = [0] * n_arms
+        self._reset_pending()
+
+    # ----------------------------------------------------------------- set-up
+    def _configure(self) -> None:
+        assert self.dim is not None
+        self._d = self.dim
+        self._float = _DTYPES[self.dtype]
+        self._np_dtype = np.dtype(self._float)
+        self._shape = (self._d,)
+        self._triangle = self._d >= _TRIANGLE_MIN_DIM
+        self._cache_key: bytes | None = None
+        self._cache_out: FloatArray | None = None
+
+    def _fresh_arm(self, k: int) -> None:
+        """Set arm ``k``'s prior on zeroed arrays: ``A = ridge * I``, ``A^{-1} = I / ridge``."""
+        np.fill_diagonal(self._blocks[k, : self._d], 1.0 / self.ridge)
+        np.fill_diagonal(self._design[k], self.ridge)
+
+    def _reset_pending(self) -> None:
+        k = self._n_arms
+        self._pend_y = np.zeros((k, _PENDING, self._d), dtype=self._float)
+        self._pend_c = np.zeros((k, _PENDING), dtype=self._float)
+        self._pend_r = np.zeros((k, _PENDING), dtype=self._float)
+        self._pend_n = [0] * k
+
+    def _dtype(self) -> type[np.floating[Any]]:
+        return self._float
+
+    # ----------------------------------------------------------------- validation fast paths
+    def _fast_context(self, context: ArrayLike | None) -> FloatArray:
+        """The context itself when it already is a ``(dim,)`` array of the policy's dtype, else the
+        checked conversion. Finiteness of the fast path is checked by the caller from its results:
+        any NaN or inf in ``x`` makes every score and ``1 + x^T A^{-1} x`` non-finite."""
+        if type(context) is np.ndarray and context.dtype is self._np_dtype and context.shape == self._shape:
+            return context
+        return check_context(context, self._d, self._float)
+
+    def _nonfinite(self, x: FloatArray) -> None:
+        """Raise for a non-finite result: a NaN/inf context (the usual message), else an overflow."""
+        check_context(x, self._d, self._float)
+        raise ValueError(f"the context is too large for this policy's {self.dtype} arithmetic "
+                         f"(max |x| = {float(np.max(np.abs(x))):.3g}): rescale the contexts")
+
+    def select(self, context: ArrayLike | None = None) -> int:
+        """Choose one arm for ``context``."""
+        return self._select(self._fast_context(context))
+
+    def update(self, arm: int, reward: float, context: ArrayLike | None = None) -> None:
+        """Learn from the ``reward`` observed for ``arm`` in ``context``."""
+        if type(arm) is not int or not 0 <= arm < self._n_arms:
+            arm = check_arm(arm, self._n_arms)
+        if type(reward) is not float or not math.isfinite(reward):
+            reward = check_reward(reward)
+        self._update(arm, reward, self._fast_context(context))
+
+    # ----------------------------------------------------------------- products with every arm
+    def _products(self, x: FloatArray) -> FloatArray:
+        """``(K, d + 1)``: row ``k`` holds ``A_k^{-1} x`` then ``theta_k . x``. Cached for ``update``."""
+        if self._triangle:
+            d, blocks, symv = self._d, self._blocks, _BLAS[self.dtype].symv
+            out = np.empty((self._n_arms, d + 1), dtype=self._float)
+            for k in range(self._n_arms):
+                out[k, :d] = symv(1.0, blocks[k, :d].T, x, lower=1)
+                out[k, d] = np.dot(blocks[k, d], x)
+        else:
+            out = np.matmul(self._blocks, x)
+        self._cache_key = x.tobytes()
+        self._cache_out = out
+        return out
+
+    def _products_of(self, arm: int, x: FloatArray) -> FloatArray:
+        """Row ``arm`` of ``_products(x)``, bitwise: from the cache, or computed with the same calls."""
+        if self._cache_out is not None and self._cache_key == x.tobytes():
+            row: FloatArray = self._cache_out[arm]
+            return row
+        d = self._d
+        if self._triangle:
+            out = np.empty(d + 1, dtype=self._float)
+            out[:d] = _BLAS[self.dtype].symv(1.0, self._blocks[arm, :d].T, x, lower=1)
+            out[d] = np.dot(self._blocks[arm, d], x)
+            return out
+        return np.matmul(self._blocks[arm: arm + 1], x)[0]  # type: ignore[no-any-return]
+
+    def _means_variances(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """``theta_k . x`` and ``x^T A_k^{-1} x`` for every arm."""
+        out = self._products(x)
+        d = self._d
+        var = np.matmul(out[:, :d], x)
+        return out[:, d], var
+
+    def _batch_means_variances(self, xs: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Means and variances ``(n, K)`` for many contexts.
+
+        ``x^T M x = 2 x^T tril(M) x - sum_i M_ii x_i^2`` for symmetric ``M``, and ``X tril(M)^T`` is one
+        triangular multiply (``trmm``): half the work of ``X M`` and only the maintained triangle read.
+        """
+        n, d, k_arms = xs.shape[0], self._d, self._n_arms
+        means = np.empty((n, k_arms), dtype=self._float)
+        var = np.empty((n, k_arms), dtype=self._float)
+        if n == 0:
+            return means, var
+        inv = self._blocks[:, :d, :]
+        theta = self._blocks[:, d, :]
+        diag = np.diagonal(inv, axis1=1, axis2=2)
+        chunk = max(64, _CHUNK_NUMBERS // d)
+        trmm = _BLAS[self.dtype].trmm
+        for start in range(0, n, chunk):
+            x = xs[start: start + chunk]
+            means[start: start + chunk] = x @ theta.T
+            v = var[start: start + chunk]
+            for k in range(k_arms):
+                work = np.array(x, dtype=self._float, order="C", copy=True)
+                trmm(1.0, inv[k].T, work.T, side=0, lower=1, overwrite_b=1)  # work = X tril(M)^T
+                v[:, k] = np.einsum("nd,nd->n", work, x)
+            v *= 2.0
+            v -= (x * x) @ diag.T
+        np.maximum(var, 0.0, out=var)
+        return means, var
+
+    # ----------------------------------------------------------------- learning
+    def _update(self, arm: int, reward: float, context: FloatArray | None) -> None:
+        assert context is not None
+        x = context
+        d = self._d
+        out = self._products_of(arm, x)
+        u = out[:d]
+        x_theta = float(out[d])
+        if self.gamma < 1.0:
+            u = self._forget(arm, x, u)
+        den = 1.0 + float(np.dot(x, u))
+        if not math.isfinite(den):
+            self._nonfinite(x)
+        self._rank_one_inverse(arm, -1.0 / den, u)
+        self._blocks[arm, d] += ((reward - x_theta) / den) * u  # theta: the recursive least-squares step
+        self._pend(arm, 1.0, reward, x)
+        self._counts[arm] += 1
+        self._cache_out = self._cache_key = None
+
+    def _forget(self, arm: int, x: FloatArray, u: FloatArray) -> FloatArray:
+        """Directional forgetting along ``x`` (see the class docstring); returns the new ``A^{-1} x``.
+
+        Works on the unit vector along ``x``: the update depends only on the direction, and this keeps
+        ``x^T A x`` away from underflow for tiny contexts."""
+        norm = float(np.linalg.norm(x))
+        if not 0.0 < norm < math.inf:
+            if math.isfinite(norm):
+                return u  # x = 0: nothing to forget
+            self._nonfinite(x)
+        e = (x / norm).astype(self._float, copy=False)
+        ae = self._design_times(arm, e)
+        q = float(np.dot(e, ae))
+        if not q > 0.0:
+            return u
+        c = 1.0 - self.gamma
+        g = c / (self.gamma * q)
+        self._rank_one_inverse(arm, g, e)
+        self._pend(arm, -c / q, -c * float(np.dot(e, self._current_b(arm))) / q, ae)
+        new_u: FloatArray = u + (g * float(np.dot(e, x))) * e
+        return new_u
+
+    def _rank_one_inverse(self, arm: int, alpha: float, v: FloatArray) -> None:
+        """``A_arm^{-1} += alpha v v^T`` in place (the upper triangle only in triangle mode)."""
+        m_t = self._blocks[arm, : self._d].T  # F-contiguous view of the C-contiguous matrix
+        if self._triangle:
+            _BLAS[self.dtype].syr(alpha, v, a=m_t, lower=1, overwrite_a=1)
+        else:
+            _BLAS[self.dtype].ger(alpha, v, v, a=m_t, overwrite_a=1)
+
+    def _pend(self, arm: int, coef: float, weight: float, y: FloatArray) -> None:
+        """Buffer ``A_arm += coef y y^T`` and ``b_arm += weight y``."""
+        n = self._pend_n[arm]
+        if n == _PENDING:
+            self._flush(arm)
+            n = 0
+        self._pend_y[arm, n] = y
+        self._pend_c[arm, n] = coef
+        self._pend_r[arm, n] = weight
+        self._pend_n[arm] = n + 1
+
+    def _flush(self, arm: int) -> None:
+        n = self._pend_n[arm]
+        if n:
+            y = self._pend_y[arm, :n]
+            scaled = y * self._pend_c[arm, :n, None]
+            _BLAS[self.dtype].gemm(1.0, scaled.T, y.T, beta=1.0, c=self._design[arm].T, trans_b=1,
+                                   overwrite_c=1)
+            self._b[arm] += self._pend_r[arm, :n] @ y
+            self._pend_y[arm, :n] = 0.0
+            self._pend_c[arm, :n] = 0.0
+            self._pend_r[arm, :n] = 0.0
+            self._pend_n[arm] = 0
+
+    def _current_b(self, arm: int) -> FloatArray:
+        """``b_arm``, pending terms included."""
+        n = self._pend_n[arm]
+        b: FloatArray = self._b[arm] + self._pend_r[arm, :n] @ self._pend_y[arm, :n]
+        return b
+
+    def _design_times(self, arm: int, x: FloatArray) -> FloatArray:
+        """``A_arm x``, pending terms included."""
+        ax: FloatArray = self._design[arm] @ x
+        n = self._pend_n[arm]
+        if n:
+            y = self._pend_y[arm, :n]
+            ax += (self._pend_c[arm, :n] * (y @ x)) @ y
+        return ax
+
+    def _update_batch(self, arms: IntArray, rewards: FloatArray,
+                      contexts: list[FloatArray | None] | FloatArray) -> None:
+        for a, r, x in zip(arms.tolist(), rewards.tolist(), contexts, strict=True):
+            self._update(a, r, x)
+
+    # ----------------------------------------------------------------- arms and state
+    def _add_arm(self) -> None:
+        k = self._n_arms
+        d = self._d
+        self._blocks = np.concatenate([self._blocks, np.zeros((1, d + 1, d), dtype=self._float)])
+        self._design = np.concatenate([self._design, np.zeros((1, d, d), dtype=self._float)])
+        self._fresh_arm(k)
+        self._b = np.concatenate([self._b, np.zeros((1, d), dtype=self._float)])
+        self._counts.append(0)
+        self._pend_y = np.concatenate([self._pend_y, np.zeros((1, _PENDING, d), dtype=self._float)])
+        self._pend_c = np.concatenate([self._pend_c, np.zeros((1, _PENDING), dtype=self._float)])
+        self._pend_r = np.concatenate([self._pend_r, np.zeros((1, _PENDING), dtype=self._float)])
+        self._pend_n.append(0)
+        self._cache_out = self._cache_key = None
+
+    def _remove_arm(self, arm: int) -> None:
+        self._blocks = np.delete(self._blocks, arm, axis=0)
+        self._design = np.delete(self._design, arm, axis=0)
+        self._b = np.delete(self._b, arm, axis=0)
+        del self._counts[arm]
+        self._pend_y = np.delete(self._pend_y, arm, axis=0)
+        self._pend_c = np.delete(self._pend_c, arm, axis=0)
+        self._pend_r = np.delete(self._pend_r, arm, axis=0)
+        del self._pend_n[arm]
+        self._cache_out = self._cache_key = None
+
+    def _inverses(self) -> FloatArray:
+        """A copy of every arm's ``A^{-1}`` as full symmetric matrices."""
+        inv = self._blocks[:, : self._d, :].copy()
+        if self._triangle:  # mirror the maintained upper triangle
+            lower = np.tril_indices(self._d, -1)
+            inv[:, lower[0], lower[1]] = inv[:, lower[1], lower[0]]
+        return inv
+
+    def _get_state(self) -> dict[str, Any]:
+        for k in range(self._n_arms):
+            self._flush(k)
+        return {
+            "A": self._design.copy(),
+            "A_inv": self._inverses(),
+            "b": self._b.copy(),
+            "theta": self._blocks[:, self._d, :].copy(),
+            "counts": np.array(self._counts, dtype=np.int64),
+        }
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self.dtype = _check_dtype(self.dtype)
+        self._configure()
+        k, d = self._n_arms, self._d
+        arrays = {}
+        for key, shape in (("A", (k, d, d)), ("A_inv", (k, d, d)), ("b", (k, d)), ("theta", (k, d)),
+                           ("counts", (k,))):
+            value = np.asarray(state[key])
+            if value.shape != shape:
+                raise ValueError(f"state[{key!r}] has shape {value.shape}, expected {shape}")
+            arrays[key] = value
+        self._blocks = np.empty((k, d + 1, d), dtype=self._float)
+        self._blocks[:, :d, :] = arrays["A_inv"]
+        self._blocks[:, d, :] = arrays["theta"]
+        self._design = np.array(arrays["A"], dtype=self._float)
+        self._b = np.array(arrays["b"], dtype=self._float)
+        self._counts = [int(c) for c in arrays["counts"]]
+        self._reset_pending()
+
+
+class LinUCB(_LinearArms):
+    """Disjoint LinUCB (Li et al., 2010): play ``argmax_a theta_a . x + alpha * sqrt(x^T A_a^{-1} x)``.
+
+    ``alpha`` >= 0 scales the exploration bonus, ``ridge`` > 0 is the prior precision (``A = ridge * I``
+    before any data), ``gamma`` in (0, 1] discounts old observations for drifting rewards (1: no
+    discount; the scheme is described below), ``dtype`` is ``"float64"`` or ``"float32"``
+    (half the memory and time at large ``dim``). Deterministic: ties go to the lowest arm index, and
+    ``probabilities`` is one-hot. ``select_topk`` ranks arms by their upper confidence bound.
+    ``state_dict()["state"]`` holds ``A`` (design matrices), ``A_inv``, ``b``, ``theta`` (``K x d`` /
+    ``K x d x d`` arrays) and ``counts`` (updates per arm).
+
+    With ``gamma < 1`` each update first discounts what the arm knows along the new context ``x``
+    (directional forgetting, Kulhavy 1987), then adds ``x`` as usual::
+
+        A <- A - (1 - gamma) (A x)(A x)^T / (x^T A x)       so x^T A x <- gamma * x^T A x
+        b <- b - (1 - gamma) (A x)(x^T b) / (x^T A x)       theta = A^{-1} b keeps its value
+        A^{-1} <- A^{-1} + (1 - gamma) / gamma * x x^T / (x^T A x)      exact (Sherman-Morrison)
+
+    The estimate keeps its value while its confidence along ``x`` shrinks, so new rewards outweigh old
+    ones there: after ``m`` more observations along one direction an old one weighs ``gamma**m``.
+    Directions the arm does not see keep their ridge, so ``A`` stays positive definite and its inverse
+    stays exact with rank-one updates. (Scaling all of ``A`` by ``gamma`` each step would also decay
+    the ridge, driving ``A`` towards singular in unseen directions; adding ``(1 - gamma) * ridge * I``
+    back keeps the ridge but is a full-rank change that no rank-one update can follow.) An arm's
+    statistics change only when that arm is updated.
+
+    >>> import numpy as np
+    >>> from banditkit.policies.linucb import LinUCB
+    >>> weights = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])  # arm k pays weights[k] . x
+    >>> policy = LinUCB(n_arms=3, dim=2, alpha=0.5, seed=0)
+    >>> rng = np.random.default_rng(0)
+    >>> for _ in range(300):
+    ...     x = rng.normal(size=2)
+    ...     arm = policy.select(x)
+    ...     policy.update(arm, float(weights[arm] @ x) + 0.1 * rng.normal(), x)
+    >>> [policy.select(np.array(x)) for x in ([1.0, 0.0], [0.0, 1.0], [-1.0, 0.0])]
+    [0, 1, 2]
+    """
+
+    def __init__(self, n_arms: int, dim: int, *, alpha: float = 1.0, ridge: float = 1.0, gamma: float = 1.0,
+                 dtype: str = "float64", seed: Seed = None) -> None:
+        self.alpha = check_real("alpha", alpha, low=0.0)
+        super().__init__(n_arms, dim, ridge=ridge, gamma=gamma, dtype=dtype, seed=seed)
+
+    def _hyperparams(self) -> dict[str, Any]:
+        return {"dim": self._d, "alpha": self.alpha, "ridge": self.ridge, "gamma": self.gamma,
+                "dtype": self.dtype}
+
+    def _scores(self, x: FloatArray, *, clip: bool = True) -> FloatArray:
+        """Upper confidence bounds; ``clip=False`` leaves NaN where rounding made a variance negative."""
+        means, var = self._means_variances(x)
+        if clip:
+            np.maximum(var, 0.0, out=var)
+        np.sqrt(var, out=var)
+        var *= self.alpha
+        var += means
+        return var
+
+    def _select(self, context: FloatArray | None) -> int:
+        assert context is not None
+        scores = self._scores(context, clip=False)
+        arm = int(scores.argmax())  # the first maximum, or the first NaN
+        if not math.isfinite(scores[arm]):
+            check_context(context, self._d, self._float)  # a NaN/inf context raises here
+            scores = self._scores(context)
+            arm = int(scores.argmax())
+            if not math.isfinite(scores[arm]):
+                self._nonfinite(context)
+        return arm
+
+    def select_batch(self, contexts: ArrayLike | None = None, *, n: int | None = None) -> IntArray:
+        """Choose an arm for each row of ``contexts`` (vectorized over contexts and arms)."""
+        xs = self._contexts(contexts, n)
+        assert isinstance(xs, np.ndarray)
+        means, var = self._batch_means_variances(xs)
+        scores = means + self.alpha * np.sqrt(var)
+        return scores.argmax(axis=1).astype(np.int64)  # type: ignore[no-any-return]
+
+    def _probabilities(self, context: FloatArray | None) -> FloatArray:
+        assert context is not None
+        p = np.zeros(self._n_arms)
+        p[self._select(context)] = 1.0
+        return p
+
+    def _ranking_scores(self, context: FloatArray | None) -> FloatArray:
+        assert context is not None
+        return self._scores(context).astype(np.float64)
