@@ -83,7 +83,8 @@ def check_reward(reward: float, *, unit_interval: bool = False) -> float:
     return r
 
 
-def check_context(context: ArrayLike | None, dim: int, dtype: type[np.floating[Any]] = np.float64) -> FloatArray:
+def check_context(context: ArrayLike | None, dim: int,
+                  dtype: type[np.floating[Any]] = np.float64) -> FloatArray:
     """Return ``context`` as a 1-D finite array of length ``dim``."""
     if context is None:
         raise ValueError(f"this policy is contextual: pass a context vector of dimension {dim}")

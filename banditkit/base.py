@@ -48,7 +48,8 @@ class Policy(Protocol):
 
     def update(self, arm: int, reward: float, context: ArrayLike | None = None) -> None: ...
 
-    def update_batch(self, arms: ArrayLike, rewards: ArrayLike, contexts: ArrayLike | None = None) -> None: ...
+    def update_batch(self, arms: ArrayLike, rewards: ArrayLike,
+                     contexts: ArrayLike | None = None) -> None: ...
 
     def add_arm(self) -> int: ...
 
@@ -91,7 +92,7 @@ class BasePolicy(ABC):
         if self.contextual:
             if dim is None:
                 raise ValueError(f"{type(self).__name__} is contextual: pass dim, the context dimension")
-            self.dim = check_positive_int("dim", dim)
+            self.dim: int | None = check_positive_int("dim", dim)
         else:
             self.dim = None if dim is None else check_positive_int("dim", dim)
         self._rng = np.random.default_rng(seed)
@@ -120,7 +121,8 @@ class BasePolicy(ABC):
     def probabilities(self, context: ArrayLike | None = None) -> FloatArray:
         """The probability of each arm under the policy's own randomization (one-hot if deterministic)."""
         p = np.asarray(self._probabilities(self._context(context)), dtype=np.float64)
-        return p / p.sum()
+        out: FloatArray = p / p.sum()
+        return out
 
     def update(self, arm: int, reward: float, context: ArrayLike | None = None) -> None:
         """Learn from the ``reward`` observed for ``arm`` in ``context``."""

@@ -3,5 +3,5 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 ruff check banditkit adapters laser_app benchmarks tests
-mypy banditkit adapters laser_app
+mypy -p banditkit -p laser_adapters -p laser_app
 pytest -q "$@"

@@ -1,4 +1,4 @@
-"""Shared test set-up: one torch thread (two threads on a loaded 2-core machine can be 20x slower)."""
+"""Shared test set-up (tests and doctests): one torch thread (two threads on a loaded 2-core machine can be 20x slower)."""
 
 from __future__ import annotations
 
