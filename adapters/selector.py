@@ -11,6 +11,10 @@ global history clips most steps of an easy task to 1 and of a hard task to 0 and
 difference between RMs there. ``scope="per-context"`` keeps one history per task label (when
 ``choose`` is given ``tasks``) or, without labels, per cluster of contexts (a seeded k-means over the
 first contexts, then online nearest-centroid), so each reward is compared with rewards of like prompts.
+
+What the policy learns from is the normalized reward minus ``reward_baseline`` (see :class:`RMSelector`):
+0 reproduces the paper; the default for linear contextual policies, 0.75, keeps a zero-initialized
+policy from locking onto the first RM it tries.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ GRANULARITIES = ("batch", "instance")
 SCOPES = ("global", "per-context")
 NORMALIZERS = ("quantile", "minmax", "zscore")
 _SCORE_ATTRS = ("scores", "ucb", "indices", "means")
+AUTO_BASELINE = 0.75
+"""``reward_baseline`` for contextual policies when not given (see :class:`RMSelector`)."""
 
 
 @runtime_checkable
@@ -450,15 +456,19 @@ class RMSelector(RoutingSelector):
     one RM for the batch, one update per step. ``"instance"``: one RM per prompt, prompts grouped by
     RM, one update per prompt with its own context and reward (per-pair losses mapped to prompts by
     ``extra["pair_prompt"]``). ``reward`` names a function of :mod:`laser_adapters.mab_rewards`;
-    ``scope`` picks the normalization scope (see the module docstring). With ``reward="agreement"``
-    the first ``probe_size`` prompts of each batch need every RM's scores.
+    ``scope`` picks the normalization scope (see the module docstring); without task labels,
+    ``per-context`` clusters contexts into ``n_clusters`` groups (k-means seeded by ``seed``) after
+    ``cluster_warmup`` steps (default ``4 * n_clusters``), normalizing globally until then. With
+    ``reward="agreement"`` the first ``probe_size`` prompts of each batch need every RM's scores.
 
-    ``center``: feed the policy ``normalized - 0.5`` instead of the normalized reward in [0, 1]. A
-    linear policy's estimates start at 0, so with uncentered rewards an untried arm looks like the
-    worst arm and, at a small ``alpha``, the first arm played keeps winning (lock-in); centered, an
-    untried arm looks like a median one. ``None`` (default) centers for contextual policies only
-    (context-free ones such as Beta-Bernoulli Thompson sampling and EXP3 need [0, 1]);
-    ``center=False`` is the paper's setting.
+    ``reward_baseline``: the policy learns from ``normalized - reward_baseline``. A linear policy's
+    estimates start at 0; with rewards in [0, 1] an untried arm looks like the worst one, and at a
+    small ``alpha`` the first arm played keeps winning (lock-in). With a baseline of 0.75 an arm must
+    beat the 75th percentile of its scope's history to look better than an untried arm, so each arm
+    gets tried in each region of context space and wrong arms (normalized near 0) fall well below
+    the right one (near 0.5 once it is the one mostly played). ``None`` (default): 0.75 for
+    contextual policies, 0 for context-free ones (Beta-Bernoulli Thompson sampling and EXP3 need
+    rewards in [0, 1]); ``reward_baseline=0`` is the paper's setting.
 
     >>> from banditkit.policies.linucb import LinUCB
     >>> from laser_adapters.encoders import HashingEncoder
@@ -485,7 +495,8 @@ class RMSelector(RoutingSelector):
     def __init__(self, policy: Policy, encoder: ContextEncoder | None, rm_names: Sequence[str], *,
                  normalizer: NormalizerSpec = "quantile", granularity: str = "batch", reward: str = "dpo+nll",
                  scope: str = "global", n_clusters: int = 4, probe_size: int = 2, seed: int = 0,
-                 cluster_warmup: int | None = None, center: bool | None = None, name: str = "laser") -> None:
+                 cluster_warmup: int | None = None, reward_baseline: float | None = None,
+                 name: str = "laser") -> None:
         super().__init__(rm_names, name=name, granularity=granularity)
         if policy.n_arms != len(self.rm_names):
             raise ValueError(f"the policy has {policy.n_arms} arms but there are {len(self.rm_names)} RMs "
@@ -513,7 +524,11 @@ class RMSelector(RoutingSelector):
         self.normalization = ScopedNormalizer(make_normalizer_factory(normalizer), scope=scope,
                                               n_clusters=n_clusters, warmup=cluster_warmup, seed=seed)
         self.scope = scope
-        self.center = self.contextual if center is None else bool(center)
+        if reward_baseline is None:
+            reward_baseline = AUTO_BASELINE if self.contextual else 0.0
+        self.reward_baseline = float(reward_baseline)
+        if not np.isfinite(self.reward_baseline):
+            raise ValueError(f"reward_baseline must be finite, got {reward_baseline!r}")
 
     # -- routing
     def _needs_contexts(self, tasks: list[str] | None) -> bool:
@@ -572,7 +587,7 @@ class RMSelector(RoutingSelector):
         """Reward the RM ``label`` for the DPO step on ``prompt_indices`` and update the policy.
 
         Returns a dict to log: ``arm``, ``rm``, ``raw_reward``, ``normalized_reward``, ``policy_reward``
-        (what the policy was given, see ``center``), ``scope_key``
+        (what the policy learned from, see ``reward_baseline``), ``scope_key``
         (means and joined keys under instance granularity, with ``per_prompt`` details), ``arm_scores``
         (the policy's per-arm scores when it chose, if it exposes them; else ``None``).
         """
@@ -597,7 +612,7 @@ class RMSelector(RoutingSelector):
         log: dict[str, Any] = {"selector": self.name, "granularity": self.granularity,
                                "reward_fn": self.reward_name, "iteration": self.iteration,
                                "arm": arm, "rm": label}
-        fed = [v - 0.5 for v in normed] if self.center else normed
+        fed = [v - self.reward_baseline for v in normed]
         if self.granularity == "batch":
             self.policy.update(arm, fed[0], b.batch_context)
             log.update(raw_reward=raws[0], normalized_reward=normed[0], policy_reward=fed[0],
@@ -677,7 +692,7 @@ class RMSelector(RoutingSelector):
         """Plain data: the policy's state dict, the normalizers' states and the context clusters."""
         state = self._base_state()
         state.update(reward=self.reward_name, scope=self.scope, probe_size=self.probe_size,
-                     center=self.center, policy=self.policy.state_dict(),
+                     reward_baseline=self.reward_baseline, policy=self.policy.state_dict(),
                      normalization=self.normalization.state_dict())
         return state
 
@@ -688,7 +703,7 @@ class RMSelector(RoutingSelector):
         self.reward_fn = get_reward(self.reward_name)
         self.scope = check_choice("scope", state["scope"], SCOPES)
         self.probe_size = int(state["probe_size"])
-        self.center = bool(state["center"])
+        self.reward_baseline = float(state["reward_baseline"])
         self.policy.load_state_dict(state["policy"])
         self.normalization.load_state_dict(state["normalization"])
 

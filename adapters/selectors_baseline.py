@@ -310,7 +310,7 @@ def _response_index(responses: Sequence[str], scores: FloatArray, text: str, sco
 
 # --------------------------------------------------------------------------- factory
 _SELECTOR_KW = ("encoder", "normalizer", "granularity", "reward", "scope", "n_clusters", "probe_size", "seed",
-                "cluster_warmup", "center")
+                "cluster_warmup", "reward_baseline")
 
 # name -> (module, class, contextual, hyperparameters it takes)
 _BANDITS: dict[str, tuple[str, str, bool, tuple[str, ...]]] = {
@@ -332,12 +332,12 @@ def _bandit_policy(name: str, n_arms: int, encoder: ContextEncoder | None, seed:
 
     module, cls_name, contextual, _ = _BANDITS[name]
     cls = getattr(importlib.import_module(module), cls_name)
+    if name == "thompson":
+        hyper.setdefault("likelihood", "bernoulli")  # on normalized rewards in [0, 1]
     if contextual:
         if encoder is None:
             raise ValueError(f"policy {name!r} is contextual: pass encoder=... (a ContextEncoder)")
         policy: BasePolicy = cls(n_arms, encoder.dim, seed=seed, **hyper)
-    elif cls_name in ("ThompsonSampling",):
-        policy = cls(n_arms, likelihood=hyper.pop("likelihood", "bernoulli"), seed=seed, **hyper)
     else:
         policy = cls(n_arms, seed=seed, **hyper)
     return policy
@@ -349,10 +349,11 @@ def make_selector(name: str, rm_names: Sequence[str],
 
     Bandit names build an :class:`~laser_adapters.selector.RMSelector` around the banditkit policy;
     keyword arguments are the selector's (``encoder``, ``normalizer``, ``granularity``, ``reward``,
-    ``scope``, ``n_clusters``, ``probe_size``, ``seed``, ``cluster_warmup``, ``center``; those that do not
-    apply to a baseline are ignored) and the policy's hyperparameters (``alpha``, ``ridge``, ``gamma``,
-    ``dtype`` for linucb; ``v``, ``ridge`` for lints; ``likelihood`` for thompson; ``gamma`` for exp3;
-    ``epsilon``, ``decay`` for egreedy; ``c`` for ucb1). Context-free policies ignore the contexts.
+    ``scope``, ``n_clusters``, ``probe_size``, ``seed``, ``cluster_warmup``, ``reward_baseline``; those
+    that do not apply to a baseline are ignored) and the policy's hyperparameters (``alpha``, ``ridge``,
+    ``gamma``, ``dtype`` for linucb; ``v``, ``ridge`` for lints; ``likelihood`` for thompson; ``gamma``
+    for exp3; ``epsilon``, ``decay`` for egreedy; ``c`` for ucb1). Context-free policies ignore the
+    contexts.
 
     >>> make_selector("fixed:rm-b", ["rm-a", "rm-b"]).choose(["p"])
     [('rm-b',)]

@@ -41,7 +41,11 @@ __all__ = [
 
 @runtime_checkable
 class Normalizer(Protocol):
-    """What every reward normalizer offers."""
+    """What every reward normalizer offers.
+
+    >>> isinstance(QuantileNormalizer(), Normalizer), isinstance(object(), Normalizer)
+    (True, False)
+    """
 
     def __call__(self, reward: float) -> float: ...
 
@@ -79,6 +83,16 @@ class BaseNormalizer(ABC):
     """Validation and state plumbing; subclasses implement ``_normalize``, ``_observe`` and the state hooks.
 
     Subclasses are registered by class name so that ``normalizer_from_state_dict`` can rebuild them.
+
+    >>> class Sign(BaseNormalizer):  # 1 for positive rewards, 0 otherwise; no history
+    ...     def _normalize(self, reward): return float(reward > 0)
+    ...     def _observe(self, reward): pass
+    ...     def _params(self): return {}
+    ...     def _set_params(self, params): pass
+    ...     def _get_state(self): return {}
+    ...     def _set_state(self, state): pass
+    >>> Sign()(2.5), type(normalizer_from_state_dict(Sign().state_dict())).__name__
+    (1.0, 'Sign')
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -403,7 +417,7 @@ class Normalized(BasePolicy):
     1
     """
 
-    contextual: ClassVar[bool] = False  # the wrapped policy checks contexts itself
+    contextual: ClassVar[bool] = False  # per instance: the wrapped policy's flag (set in __init__)
 
     def __init__(self, policy: Policy, normalizer: Normalizer) -> None:
         if not isinstance(policy, Policy):
@@ -414,6 +428,8 @@ class Normalized(BasePolicy):
             )
         self._policy = policy
         self._normalizer = normalizer
+        # an instance attribute shadows the class flag, so code asking `policy.contextual` sees the inner one
+        object.__setattr__(self, "contextual", bool(getattr(policy, "contextual", False)))
         dim: int | None = getattr(policy, "dim", None)
         self.dim = dim
         self._rng = np.random.default_rng(0)  # unused: all randomness lives in the wrapped policy

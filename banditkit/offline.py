@@ -86,6 +86,12 @@ class OfflineEstimate:
     (NaN if none did); ``ips`` the inverse-propensity estimate with standard error ``ips_se``;
     ``snips`` the self-normalized IPS; ``ess`` the effective sample size of the importance weights,
     ``(sum w)^2 / sum w^2``. Estimates of a method not requested are ``None``.
+
+    >>> from banditkit.policies.baselines import RandomPolicy
+    >>> logged = LoggedData(None, [0, 1, 1, 0], [1.0, 0.0, 1.0, 0.0], [0.5] * 4)
+    >>> est = evaluate_offline(RandomPolicy(2, seed=0), logged, method="ips", learn=False)
+    >>> est.ips, round(est.ips_se, 4), est.snips, est.ess, est.replay
+    (0.5, 0.2887, 0.5, 4.0, None)
     """
 
     n_rounds: int

@@ -30,6 +30,10 @@ class Environment(Protocol):
     One round: read ``context()`` (``None`` for context-free environments), ``pull(arm)`` for a
     reward, ``expected_rewards()`` for each arm's mean reward in this round (for regret), then
     ``step()`` to move to the next round.
+
+    >>> from banditkit.envs.stochastic import BernoulliEnv
+    >>> isinstance(BernoulliEnv([0.5, 0.7], seed=0), Environment)
+    True
     """
 
     @property
@@ -69,6 +73,15 @@ class BaseEnvironment(ABC):
     The problem's own parameters should come from ``self._problem_rng`` (seeded once, at
     construction); per-round randomness from ``self._context_rng`` and ``self._reward_rng``.
     Subclasses call ``self._reset()`` at the end of their ``__init__``.
+
+    >>> class Coin(BaseEnvironment):  # arm 0 pays a fair coin, arm 1 pays 0.3
+    ...     def expected_rewards(self): return np.array([0.5, 0.3])
+    ...     def _reset(self): pass
+    ...     def _advance(self): pass
+    ...     def _pull(self, arm): return float(self._reward_rng.random() < 0.5) if arm == 0 else 0.3
+    >>> env = Coin(2, seed=0)
+    >>> env.pull(1), env.optimal_arm(), env.t
+    (0.3, 0, 0)
     """
 
     def __init__(self, n_arms: int, *, dim: int | None = None, seed: Seed = None) -> None:

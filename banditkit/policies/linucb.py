@@ -10,7 +10,7 @@ Speed notes (they decide the layout):
   ``(K, d + 1, d)`` stack yields ``A^{-1} x`` and ``theta . x`` for every arm. ``update`` reuses what the
   preceding ``select`` computed for the same context (matched by content); without one it recomputes
   the arm's block alone with the same BLAS call, so the result is bitwise the same either way.
-- From ``d = 256`` on, only the upper triangle of each inverse is read (``symv``) and written (``syr``),
+- From ``d = 512`` on, only the upper triangle of each inverse is read (``symv``) and written (``syr``),
   which halves the memory traffic that bounds the cost at large ``d``.
 - The design matrices are not needed to decide, so their rank-one terms are buffered and added in one
   ``gemm`` every ``_PENDING`` updates (``state_dict`` adds them first).
@@ -31,7 +31,8 @@ from banditkit.base import BasePolicy, Seed
 _DTYPES: dict[str, type[np.floating[Any]]] = {"float64": np.float64, "float32": np.float32}
 
 # From this context dimension on, inverses are used through one triangle only (see the module docstring).
-_TRIANGLE_MIN_DIM = 256
+# Below it the matrices sit in cache and one stacked matmul over all arms is as fast.
+_TRIANGLE_MIN_DIM = 512
 # Rank-one terms of a design matrix buffered before they are added in one gemm.
 _PENDING = 32
 # Contexts per chunk in select_batch: about 2**20 numbers of work space per arm.
@@ -112,10 +113,10 @@ class _LinearArms(BasePolicy):
 
     # ----------------------------------------------------------------- validation fast paths
     def _fast_context(self, context: ArrayLike | None) -> FloatArray:
-        """The context itself when it already is a ``(dim,)`` array of the policy's dtype, else the
-        checked conversion. Finiteness of the fast path is checked by the caller from its results:
-        any NaN or inf in ``x`` makes every score and ``1 + x^T A^{-1} x`` non-finite."""
-        if type(context) is np.ndarray and context.dtype is self._np_dtype and context.shape == self._shape:
+        """The context itself when it already is a finite ``(dim,)`` array of the policy's dtype (the
+        common case, checked with one dot product), else the checked conversion."""
+        if (type(context) is np.ndarray and context.dtype is self._np_dtype and context.shape == self._shape
+                and math.isfinite(np.dot(context, context))):
             return context
         return check_context(context, self._d, self._float)
 
@@ -135,7 +136,13 @@ class _LinearArms(BasePolicy):
             arm = check_arm(arm, self._n_arms)
         if type(reward) is not float or not math.isfinite(reward):
             reward = check_reward(reward)
-        self._update(arm, reward, self._fast_context(context))
+        # The usual call follows select with the same context: reuse its check and its products.
+        cached = self._cache_out
+        if (cached is not None and type(context) is np.ndarray and context.dtype is self._np_dtype
+                and context.shape == self._shape and context.tobytes() == self._cache_key):
+            self._learn(arm, reward, context, cached[arm])
+        else:
+            self._update(arm, reward, self._fast_context(context))
 
     # ----------------------------------------------------------------- products with every arm
     def _products(self, x: FloatArray) -> FloatArray:
@@ -153,10 +160,7 @@ class _LinearArms(BasePolicy):
         return out
 
     def _products_of(self, arm: int, x: FloatArray) -> FloatArray:
-        """Row ``arm`` of ``_products(x)``, bitwise: from the cache, or computed with the same calls."""
-        if self._cache_out is not None and self._cache_key == x.tobytes():
-            row: FloatArray = self._cache_out[arm]
-            return row
+        """Row ``arm`` of ``_products(x)``, bitwise (the same BLAS call on the arm's block alone)."""
         d = self._d
         if self._triangle:
             out = np.empty(d + 1, dtype=self._float)
@@ -204,21 +208,35 @@ class _LinearArms(BasePolicy):
     # ----------------------------------------------------------------- learning
     def _update(self, arm: int, reward: float, context: FloatArray | None) -> None:
         assert context is not None
-        x = context
+        self._learn(arm, reward, context, self._products_of(arm, context))
+
+    def _learn(self, arm: int, reward: float, x: FloatArray, out: FloatArray) -> None:
+        """The update proper; ``out`` is the arm's row of ``_products(x)``."""
         d = self._d
-        out = self._products_of(arm, x)
         u = out[:d]
         x_theta = float(out[d])
-        if self.gamma < 1.0:
-            u = self._forget(arm, x, u)
         den = 1.0 + float(np.dot(x, u))
         if not math.isfinite(den):
             self._nonfinite(x)
-        self._rank_one_inverse(arm, -1.0 / den, u)
-        self._blocks[arm, d] += ((reward - x_theta) / den) * u  # theta: the recursive least-squares step
-        self._pend(arm, 1.0, reward, x)
-        self._counts[arm] += 1
+        if self.gamma < 1.0:
+            u = self._forget(arm, x, u)
+            den = 1.0 + float(np.dot(x, u))
         self._cache_out = self._cache_key = None
+        m_t = self._blocks[arm, :d].T  # F-contiguous view of the C-contiguous inverse
+        if self._triangle:
+            _BLAS[self.dtype].syr(-1.0 / den, u, a=m_t, lower=1, overwrite_a=1)
+        else:
+            _BLAS[self.dtype].ger(-1.0 / den, u, u, a=m_t, overwrite_a=1)
+        self._blocks[arm, d] += ((reward - x_theta) / den) * u  # theta: the recursive least-squares step
+        n = self._pend_n[arm]
+        if n == _PENDING:
+            self._flush(arm)
+            n = 0
+        self._pend_y[arm, n] = x
+        self._pend_c[arm, n] = 1.0
+        self._pend_r[arm, n] = reward
+        self._pend_n[arm] = n + 1
+        self._counts[arm] += 1
 
     def _forget(self, arm: int, x: FloatArray, u: FloatArray) -> FloatArray:
         """Directional forgetting along ``x`` (see the class docstring); returns the new ``A^{-1} x``.
@@ -416,6 +434,23 @@ class LinUCB(_LinearArms):
         var *= self.alpha
         var += means
         return var
+
+    def select(self, context: ArrayLike | None = None) -> int:
+        """Choose one arm for ``context``: the largest upper confidence bound, the lowest index on ties."""
+        x = context
+        if not (type(x) is np.ndarray and x.dtype is self._np_dtype and x.shape == self._shape
+                and math.isfinite(np.dot(x, x))):
+            x = check_context(context, self._d, self._float)
+        out = self._products(x)
+        d = self._d
+        scores = np.matmul(out[:, :d], x)
+        np.sqrt(scores, out=scores)
+        scores *= self.alpha
+        scores += out[:, d]
+        arm = int(scores.argmax())  # the first maximum, or the first NaN (a negative rounded variance)
+        if math.isfinite(scores[arm]):
+            return arm
+        return self._select(x)
 
     def _select(self, context: FloatArray | None) -> int:
         assert context is not None

@@ -187,6 +187,9 @@ def test_bandit_selectors_run_steps(name: str) -> None:
                 sel.pairs_for(i, prompts[i], ["a", "b"], {label: [1.0, 0.0]}, 1)
             log = sel.feedback(label, idx, step_result(len(idx)), {"pair_prompt": idx})
             assert 0.0 <= log["normalized_reward"] <= 1.0
+    if name == "ucb1":  # UCB1 exposes its indices: logged per prompt, an unplayed arm's inf as None
+        scores = log["per_prompt"][0]["arm_scores"]
+        assert len(scores) == len(RMS) and all(v is None or np.isfinite(v) for v in scores)
 
 
 def test_make_selector_passes_hyperparameters() -> None:

@@ -23,6 +23,9 @@ from banditkit.normalizers import (
     normalizer_from_state_dict,
 )
 
+# fixed seeds: hypothesis derandomized, no example database, no deadline on a loaded machine
+PROPERTY = settings(deadline=None, derandomize=True, database=None)
+
 rewards = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
 histories = st.lists(rewards, min_size=0, max_size=40)
 quantile_pairs = st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 1.0)).filter(lambda p: p[0] + 1e-3 < p[1])
@@ -61,6 +64,7 @@ def reference_quantile(history: list[float], r: float, low: float, high: float) 
 
 # --------------------------------------------------------------------------- properties of all normalizers
 @pytest.mark.parametrize("kind", KINDS)
+@PROPERTY
 @given(history=histories, r=rewards)
 def test_output_in_unit_interval(kind: str, history: list[float], r: float) -> None:
     n = fed(kind, history)
@@ -70,6 +74,7 @@ def test_output_in_unit_interval(kind: str, history: list[float], r: float) -> N
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@PROPERTY
 @given(history=histories, a=rewards, b=rewards)
 def test_monotone_in_reward_for_fixed_history(kind: str, history: list[float], a: float, b: float) -> None:
     n = fed(kind, history)
@@ -78,7 +83,7 @@ def test_monotone_in_reward_for_fixed_history(kind: str, history: list[float], a
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=50)
+@settings(PROPERTY, max_examples=50)
 @given(history=histories, probe=rewards)
 def test_state_round_trip_through_json(kind: str, history: list[float], probe: float) -> None:
     n = fed(kind, history)
@@ -146,12 +151,14 @@ def test_state_for_another_normalizer_is_rejected() -> None:
 
 
 # --------------------------------------------------------------------------- QuantileNormalizer
+@PROPERTY
 @given(history=histories, r=rewards, q=quantile_pairs)
 def test_quantile_matches_numpy_reference(history: list[float], r: float, q: tuple[float, float]) -> None:
     n = fed("quantile", history, low=q[0], high=q[1])
     assert n.normalize(r) == pytest.approx(reference_quantile(history, r, *q), abs=1e-9)
 
 
+@PROPERTY
 @given(
     values=st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=6, max_size=41, unique=True)
     .map(lambda v: v[: 1 + 5 * ((len(v) - 1) // 5)])
@@ -190,6 +197,7 @@ def test_quantile_tied_percentiles_give_step() -> None:
     assert n.normalize(0.5) == 1.0
 
 
+@PROPERTY
 @given(history=st.lists(rewards, min_size=0, max_size=30), r=rewards, window=st.integers(2, 10))
 def test_quantile_window_uses_last_rewards(history: list[float], r: float, window: int) -> None:
     windowed = fed("quantile", history, window=window)
@@ -239,6 +247,7 @@ def test_quantile_is_fast_on_long_histories() -> None:
 
 
 # --------------------------------------------------------------------------- MinMax and ZScore
+@PROPERTY
 @given(history=st.lists(rewards, min_size=1, max_size=30), r=rewards)
 def test_minmax_matches_reference(history: list[float], r: float) -> None:
     values = np.array([*history, r])
@@ -247,6 +256,7 @@ def test_minmax_matches_reference(history: list[float], r: float) -> None:
     assert fed("minmax", history).normalize(r) == pytest.approx(expected, abs=1e-12)
 
 
+@PROPERTY
 @given(history=st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=1, max_size=30),
        r=st.floats(-1e3, 1e3, allow_nan=False), clip=st.floats(0.1, 10.0))
 def test_zscore_matches_reference(history: list[float], r: float, clip: float) -> None:
@@ -403,6 +413,7 @@ def test_normalized_delegates_everything() -> None:
     inner = NoisyLinearScorer(3, dim=2, seed=0)
     policy = Normalized(inner, ZScoreNormalizer())
     assert policy.n_arms == 3 and policy.dim == 2
+    assert policy.contextual and not Normalized(RewardRecorder(2), ZScoreNormalizer()).contextual
     assert policy.probabilities([1.0, 0.0]) == pytest.approx([1 / 3] * 3)
     assert policy.select_batch(np.eye(2)).shape == (2,)
     assert sorted(policy.select_topk([0.0, 1.0], k=3).tolist()) == [0, 1, 2]

@@ -13,6 +13,8 @@ from banditkit.base import BasePolicy
 from banditkit.policies.baselines import FixedArm, RandomPolicy, RoundRobin
 from banditkit.policies.epsilon_greedy import EpsilonGreedy
 from banditkit.policies.exp3 import EXP3
+from banditkit.policies.lin_ts import LinearThompsonSampling
+from banditkit.policies.linucb import LinUCB
 from banditkit.policies.thompson import ThompsonSampling
 from banditkit.policies.ucb1 import UCB1
 
@@ -20,14 +22,10 @@ DIM = 3
 
 
 def linucb() -> BasePolicy:
-    from banditkit.policies.linucb import LinUCB
-
     return LinUCB(2, DIM, alpha=1.0, ridge=1.0, gamma=0.9, seed=0)
 
 
 def lin_ts() -> BasePolicy:
-    from banditkit.policies.lin_ts import LinearThompsonSampling
-
     return LinearThompsonSampling(2, DIM, v=0.5, ridge=1.0, seed=0)
 
 
