@@ -114,6 +114,9 @@ class RunConfig(BaseModel):
     cache_dir: Path | None = Field(None, description=(
         "Built-in world cache folder (default: $LASER_CACHE_DIR or ~/.cache/laser)."))
     device: str = Field("cpu", description="Torch device for the policy (cpu, cuda, cuda:1, mps or auto).")
+    threads: int | None = Field(None, ge=1, description=(
+        "Torch CPU threads (default: 1 for the built-in world, whose models are too small to gain from more "
+        "and run several times slower when another process shares the cores; else torch's default)."))
 
     # ---------------------------------------------------------------- loop
     iterations: int = Field(3, ge=1, description=(

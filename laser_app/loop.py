@@ -259,6 +259,12 @@ def prepare(config: RunConfig, *, progress: bool = True, console: Console | None
         rm_for_task = {t: rm for t, rm in world.rm_for_task.items() if rm in rm_names} or None
 
     # policy model
+    import torch
+
+    builtin_on_cpu = config.model is None and resolve_device(config.device) == "cpu"
+    threads = config.threads or (1 if builtin_on_cpu else None)
+    if threads is not None:
+        torch.set_num_threads(threads)
     model_ref = config.model if config.model is not None else str(world.policy_path)
     if config.lora and config.model is None:
         check_lora_compatible(model_ref)
@@ -273,6 +279,7 @@ def prepare(config: RunConfig, *, progress: bool = True, console: Console | None
                 "evaluation": {split: len(rows) for split, rows in evaluation.items()},
                 "rm_registry": str(config.rm_registry) if config.rm_registry else f"built-in ({config.ood})",
                 "rms": rm_names, "rm_for_task": rm_for_task, "max_new_tokens": max_new, "stop": stop,
+                "threads": torch.get_num_threads(),
                 "train_examples": len(train), "tasks": sorted(by_task(train)),
                 "world": None if world is None else str(world.path)}
     return Setup(model=model, tokenizer=tokenizer, train=train, evaluation=evaluation, registry=registry,

@@ -66,6 +66,7 @@ def run(
     eval_data: Annotated[Path | None, _opt("eval_data", MODELS)] = None,
     cache_dir: Annotated[Path | None, _opt("cache_dir", MODELS)] = None,
     device: Annotated[str | None, _opt("device", MODELS)] = None,
+    threads: Annotated[int | None, _opt("threads", MODELS)] = None,
     iterations: Annotated[int | None, _opt("iterations", TRAIN)] = None,
     batch_size: Annotated[int | None, _opt("batch_size", TRAIN)] = None,
     batches_per_iteration: Annotated[int | None, _opt("batches_per_iteration", TRAIN)] = None,
