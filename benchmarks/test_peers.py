@@ -73,13 +73,15 @@ def bare_numpy_step(d: int) -> Step:
     a_inv = np.stack([np.eye(d)] * K)
     b = np.zeros((K, d))
 
+    stacked = a_inv.reshape(K * d, d)  # a view: one gemv gives every arm's A^{-1} x
+
     def step(t: int) -> None:
         x = p.contexts[t]
-        ax = a_inv @ x  # (K, d): A_k^{-1} x
+        ax = (stacked @ x).reshape(K, d)
         ucb = np.einsum("kd,kd->k", b, ax) + ALPHA * np.sqrt(ax @ x)
         arm = int(np.argmax(ucb))
         u = ax[arm]
-        a_inv[arm] -= np.outer(u, u) / (1.0 + x @ u)
+        a_inv[arm] -= np.outer(u, u / (1.0 + x @ u))
         b[arm] += p.rewards[t, arm] * x
 
     return step

@@ -214,8 +214,7 @@ def report_run(path: str | Path, console: Console, *, partial: bool = False,
         events = run.events()
         if not events:
             raise RunDirError(f"run {run.path} logged no steps yet; nothing to report")
-        cfg = run.config() if run.file("config.json").is_file() else {}
-        resolved = cfg.get("resolved", {})
+        cfg, resolved = run.config(), run.resolved()
         tasks = sorted({t for e in events for t in e.get("tasks", [])})
         metrics = summarize_run(events, accuracy=[], tasks=tasks, rm_names=resolved.get("rms", []),
                                 rm_for_task=resolved.get("rm_for_task"), policy=str(cfg.get("policy")),

@@ -3,7 +3,8 @@
 Layout::
 
     <out>/status.json     {"state": "running" | "complete" | "failed", ...}; "complete" is written last
-    <out>/config.json     the resolved configuration (also a valid --config file) and what it resolved to
+    <out>/config.json     the configuration, defaults filled in (a valid --config file to repeat the run)
+    <out>/resolved.json   what the defaults resolved to (model path, RMs, data sizes, threads, ...)
     <out>/events.jsonl    one JSON line per training step, appended and flushed as the run goes
     <out>/metrics.json    the run summary (accuracy, RM choice shares, in-domain share, lock-in, timings)
     <out>/bandit.json     the selector's state; its arrays in bandit.npz (never pickle)
@@ -39,6 +40,7 @@ from laser_app.errors import RunDirError
 
 STATUS = "status.json"
 CONFIG = "config.json"
+RESOLVED = "resolved.json"
 EVENTS = "events.jsonl"
 METRICS = "metrics.json"
 PAIRS = "pairs.jsonl"
@@ -220,15 +222,25 @@ class RunDir:
         return self.path / name
 
     def write_config(self, config: Mapping[str, Any], resolved: Mapping[str, Any]) -> None:
-        """Write the configuration (usable as ``--config``) and, under ``resolved``, what defaults became."""
-        write_json_atomic(self.path / CONFIG, {**config, "resolved": dict(resolved)})
+        """Write the configuration (usable as ``--config``) and what its defaults resolved to."""
+        write_json_atomic(self.path / CONFIG, dict(config))
+        write_json_atomic(self.path / RESOLVED, dict(resolved))
 
     def config(self) -> dict[str, Any]:
-        """The configuration written by :meth:`write_config`."""
-        cfg = read_json(self.path / CONFIG)
-        if not isinstance(cfg, dict):
-            raise RunDirError(f"{self.path / CONFIG} does not hold a JSON object")
-        return cfg
+        """The configuration written by :meth:`write_config` (empty if the run did not get that far)."""
+        return self._object(CONFIG)
+
+    def resolved(self) -> dict[str, Any]:
+        """What the configuration's defaults resolved to (empty if the run did not get that far)."""
+        return self._object(RESOLVED)
+
+    def _object(self, name: str) -> dict[str, Any]:
+        if not (self.path / name).is_file():
+            return {}
+        obj = read_json(self.path / name)
+        if not isinstance(obj, dict):
+            raise RunDirError(f"{self.path / name} does not hold a JSON object")
+        return obj
 
     def append_event(self, event: Mapping[str, Any]) -> None:
         """Append one step's record to ``events.jsonl`` (flushed, so a crash keeps what came before)."""

@@ -43,7 +43,7 @@ class LinearThompsonSampling(_LinearArms):
     ...     x = rng.normal(size=2)
     ...     arm = policy.select(x)
     ...     policy.update(arm, float(weights[arm] @ x) + 0.1 * rng.normal(), x)
-    >>> [int(np.argmax(policy.probabilities([3.0 * c, 3.0 * s]))) for c, s in ([1, 0], [0, 1], [-1, 0])]
+    >>> [int(np.argmax(policy.probabilities(x))) for x in ([3.0, 0.0], [0.0, 3.0], [-3.0, 0.0])]
     [0, 1, 2]
     """
 

@@ -14,6 +14,9 @@ Speed notes (they decide the layout):
   which halves the memory traffic that bounds the cost at large ``d``.
 - The design matrices are not needed to decide, so their rank-one terms are buffered and added in one
   ``gemm`` every ``_PENDING`` updates (``state_dict`` adds them first).
+- On a machine with few or busy cores, OpenBLAS's threads can make these matrix-vector products ten to
+  a hundred times slower; pin BLAS to one thread around online loops
+  (``threadpoolctl.threadpool_limits(1)``).
 """
 
 from __future__ import annotations
@@ -62,6 +65,16 @@ def _check_dtype(dtype: Any) -> str:
     return name
 
 
+def _mirror_upper(m: FloatArray, block: int = 256) -> None:
+    """Copy the upper triangle of the square ``m`` onto its lower triangle, in place (by blocks, which
+    keeps the transposed reads in cache)."""
+    d = m.shape[0]
+    for i in range(0, d, block):
+        m[i: i + block, :i] = m[:i, i: i + block].T
+        diagonal = m[i: i + block, i: i + block]
+        diagonal[...] = np.triu(diagonal) + np.triu(diagonal, 1).T
+
+
 class _LinearArms(BasePolicy):
     """Per-arm ridge regression with an exactly maintained inverse, shared by LinUCB and LinTS.
 
@@ -89,7 +102,8 @@ class _LinearArms(BasePolicy):
     def _configure(self) -> None:
         assert self.dim is not None
         self._d = self.dim
-        self._float = _DTYPES[self.dtype]
+        self._kind = self.dtype  # the arrays' dtype, fixed until the next load_state_dict
+        self._float = _DTYPES[self._kind]
         self._np_dtype = np.dtype(self._float)
         self._shape = (self._d,)
         self._triangle = self._d >= _TRIANGLE_MIN_DIM
@@ -123,7 +137,7 @@ class _LinearArms(BasePolicy):
     def _nonfinite(self, x: FloatArray) -> None:
         """Raise for a non-finite result: a NaN/inf context (the usual message), else an overflow."""
         check_context(x, self._d, self._float)
-        raise ValueError(f"the context is too large for this policy's {self.dtype} arithmetic "
+        raise ValueError(f"the context is too large for this policy's {self._kind} arithmetic "
                          f"(max |x| = {float(np.max(np.abs(x))):.3g}): rescale the contexts")
 
     def select(self, context: ArrayLike | None = None) -> int:
@@ -148,7 +162,7 @@ class _LinearArms(BasePolicy):
     def _products(self, x: FloatArray) -> FloatArray:
         """``(K, d + 1)``: row ``k`` holds ``A_k^{-1} x`` then ``theta_k . x``. Cached for ``update``."""
         if self._triangle:
-            d, blocks, symv = self._d, self._blocks, _BLAS[self.dtype].symv
+            d, blocks, symv = self._d, self._blocks, _BLAS[self._kind].symv
             out = np.empty((self._n_arms, d + 1), dtype=self._float)
             for k in range(self._n_arms):
                 out[k, :d] = symv(1.0, blocks[k, :d].T, x, lower=1)
@@ -164,7 +178,7 @@ class _LinearArms(BasePolicy):
         d = self._d
         if self._triangle:
             out = np.empty(d + 1, dtype=self._float)
-            out[:d] = _BLAS[self.dtype].symv(1.0, self._blocks[arm, :d].T, x, lower=1)
+            out[:d] = _BLAS[self._kind].symv(1.0, self._blocks[arm, :d].T, x, lower=1)
             out[d] = np.dot(self._blocks[arm, d], x)
             return out
         return np.matmul(self._blocks[arm: arm + 1], x)[0]  # type: ignore[no-any-return]
@@ -191,7 +205,7 @@ class _LinearArms(BasePolicy):
         theta = self._blocks[:, d, :]
         diag = np.diagonal(inv, axis1=1, axis2=2)
         chunk = max(64, _CHUNK_NUMBERS // d)
-        trmm = _BLAS[self.dtype].trmm
+        trmm = _BLAS[self._kind].trmm
         for start in range(0, n, chunk):
             x = xs[start: start + chunk]
             means[start: start + chunk] = x @ theta.T
@@ -222,11 +236,12 @@ class _LinearArms(BasePolicy):
             u = self._forget(arm, x, u)
             den = 1.0 + float(np.dot(x, u))
         self._cache_out = self._cache_key = None
+        # _rank_one_inverse and _pend, inlined: this is the hot path at small d.
         m_t = self._blocks[arm, :d].T  # F-contiguous view of the C-contiguous inverse
         if self._triangle:
-            _BLAS[self.dtype].syr(-1.0 / den, u, a=m_t, lower=1, overwrite_a=1)
+            _BLAS[self._kind].syr(-1.0 / den, u, a=m_t, lower=1, overwrite_a=1)
         else:
-            _BLAS[self.dtype].ger(-1.0 / den, u, u, a=m_t, overwrite_a=1)
+            _BLAS[self._kind].ger(-1.0 / den, u, u, a=m_t, overwrite_a=1)
         self._blocks[arm, d] += ((reward - x_theta) / den) * u  # theta: the recursive least-squares step
         n = self._pend_n[arm]
         if n == _PENDING:
@@ -264,9 +279,9 @@ class _LinearArms(BasePolicy):
         """``A_arm^{-1} += alpha v v^T`` in place (the upper triangle only in triangle mode)."""
         m_t = self._blocks[arm, : self._d].T  # F-contiguous view of the C-contiguous matrix
         if self._triangle:
-            _BLAS[self.dtype].syr(alpha, v, a=m_t, lower=1, overwrite_a=1)
+            _BLAS[self._kind].syr(alpha, v, a=m_t, lower=1, overwrite_a=1)
         else:
-            _BLAS[self.dtype].ger(alpha, v, v, a=m_t, overwrite_a=1)
+            _BLAS[self._kind].ger(alpha, v, v, a=m_t, overwrite_a=1)
 
     def _pend(self, arm: int, coef: float, weight: float, y: FloatArray) -> None:
         """Buffer ``A_arm += coef y y^T`` and ``b_arm += weight y``."""
@@ -284,7 +299,7 @@ class _LinearArms(BasePolicy):
         if n:
             y = self._pend_y[arm, :n]
             scaled = y * self._pend_c[arm, :n, None]
-            _BLAS[self.dtype].gemm(1.0, scaled.T, y.T, beta=1.0, c=self._design[arm].T, trans_b=1,
+            _BLAS[self._kind].gemm(1.0, scaled.T, y.T, beta=1.0, c=self._design[arm].T, trans_b=1,
                                    overwrite_c=1)
             self._b[arm] += self._pend_r[arm, :n] @ y
             self._pend_y[arm, :n] = 0.0
@@ -341,9 +356,9 @@ class _LinearArms(BasePolicy):
     def _inverses(self) -> FloatArray:
         """A copy of every arm's ``A^{-1}`` as full symmetric matrices."""
         inv = self._blocks[:, : self._d, :].copy()
-        if self._triangle:  # mirror the maintained upper triangle
-            lower = np.tril_indices(self._d, -1)
-            inv[:, lower[0], lower[1]] = inv[:, lower[1], lower[0]]
+        if self._triangle:
+            for m in inv:
+                _mirror_upper(m)
         return inv
 
     def _get_state(self) -> dict[str, Any]:
@@ -425,11 +440,10 @@ class LinUCB(_LinearArms):
         return {"dim": self._d, "alpha": self.alpha, "ridge": self.ridge, "gamma": self.gamma,
                 "dtype": self.dtype}
 
-    def _scores(self, x: FloatArray, *, clip: bool = True) -> FloatArray:
-        """Upper confidence bounds; ``clip=False`` leaves NaN where rounding made a variance negative."""
+    def _scores(self, x: FloatArray) -> FloatArray:
+        """Upper confidence bounds (a variance that rounding made negative counts as 0)."""
         means, var = self._means_variances(x)
-        if clip:
-            np.maximum(var, 0.0, out=var)
+        np.maximum(var, 0.0, out=var)
         np.sqrt(var, out=var)
         var *= self.alpha
         var += means
@@ -454,14 +468,10 @@ class LinUCB(_LinearArms):
 
     def _select(self, context: FloatArray | None) -> int:
         assert context is not None
-        scores = self._scores(context, clip=False)
-        arm = int(scores.argmax())  # the first maximum, or the first NaN
+        scores = self._scores(context)
+        arm = int(scores.argmax())
         if not math.isfinite(scores[arm]):
-            check_context(context, self._d, self._float)  # a NaN/inf context raises here
-            scores = self._scores(context)
-            arm = int(scores.argmax())
-            if not math.isfinite(scores[arm]):
-                self._nonfinite(context)
+            self._nonfinite(context)
         return arm
 
     def select_batch(self, contexts: ArrayLike | None = None, *, n: int | None = None) -> IntArray:

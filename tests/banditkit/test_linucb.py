@@ -323,9 +323,12 @@ def test_bad_input_leaves_the_state_untouched(dim: int) -> None:
     for arm, reward, context, error, message in bad:
         with pytest.raises(error, match=message):
             policy.update(arm, reward, context)
-    for context, message in [(np.full(dim, np.inf), "context contains NaN or inf"),
-                             (np.zeros((1, dim)), rf"context must have shape \({dim},\)"),
-                             ([1.0] * (dim - 1), rf"context must have shape \({dim},\), got \({dim - 1},\)")]:
+    bad_contexts: list[tuple[Any, str]] = [
+        (np.full(dim, np.inf), "context contains NaN or inf"),
+        (np.zeros((1, dim)), rf"context must have shape \({dim},\)"),
+        ([1.0] * (dim - 1), rf"context must have shape \({dim},\), got \({dim - 1},\)"),
+    ]
+    for context, message in bad_contexts:
         with pytest.raises(ValueError, match=message):
             policy.select(context)
     after = policy.state_dict()
@@ -333,5 +336,5 @@ def test_bad_input_leaves_the_state_untouched(dim: int) -> None:
         np.testing.assert_array_equal(after["state"][key], before["state"][key])
     # Lists, ints and other dtypes are converted on the checked path.
     assert policy.select([1] * dim) == policy.select(np.ones(dim, dtype=np.float32)) == policy.select(x)
-    policy.update(np.int64(1), 1, [1] * dim)
+    policy.update(np.int64(1), 1, [1] * dim)  # type: ignore[arg-type]
     assert policy.state_dict()["state"]["counts"][1] == before["state"]["counts"][1] + 1

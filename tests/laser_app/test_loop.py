@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from laser_app.commands import app
+from laser_app.config import resolve_config
 from laser_app.errors import RunDirError
 from laser_app.loop import cap_per_task, derive_seed, make_batches
 from laser_app.run_dir import RunDir
@@ -37,7 +38,7 @@ def finished_run(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 def test_run_folder_holds_everything(finished_run: tuple[Path, str]) -> None:
     out, stdout = finished_run
     assert json.loads((out / "status.json").read_text())["state"] == "complete"
-    for name in ("config.json", "events.jsonl", "metrics.json", "bandit.json", "bandit.npz", "pairs.jsonl",
+    for name in ("config.json", "resolved.json", "events.jsonl", "metrics.json", "bandit.json", "bandit.npz", "pairs.jsonl",
                  "policy/config.json", "policy/model.safetensors", "policy/tokenizer.json",
                  "rm_choice.png", "curves.png", "accuracy.png"):
         assert (out / name).is_file(), name
@@ -46,7 +47,9 @@ def test_run_folder_holds_everything(finished_run: tuple[Path, str]) -> None:
 
     config = json.loads((out / "config.json").read_text())
     assert config["policy"] == "linucb" and config["seed"] == 3
-    assert config["resolved"]["rms"] == list(RMS) and config["resolved"]["max_new_tokens"] == 4
+    assert resolve_config(out / "config.json").model_dump(mode="json") == config  # repeatable with --config
+    resolved = json.loads((out / "resolved.json").read_text())
+    assert resolved["rms"] == list(RMS) and resolved["max_new_tokens"] == 4
 
     events = RunDir(out).events()
     assert len(events) == 6  # 2 iterations x 3 batches
