@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -32,7 +32,10 @@ if TYPE_CHECKING:
     from laser_adapters.encoders import ContextEncoder
     from laser_adapters.pairs import PairResult
     from laser_adapters.reward_models.registry import RMRegistry
+    from laser_adapters.selector import Selector
 
+#: Where a step's time goes (seconds per part are logged for every step).
+STEP_PARTS = ("encode", "select", "generate", "score", "train", "diagnostics")
 #: ``max_new_tokens`` for user data when the config does not set it.
 USER_DATA_MAX_NEW_TOKENS = 64
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -84,7 +87,12 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
     console = console or _stderr_console()
     setup = prepare(config, progress=progress, console=console)
     model, tokenizer = setup.model, setup.tokenizer
-    selector = make_selector(config.policy, setup.rm_names, **selector_kwargs(config, setup))
+    encoder = None
+    if config.policy in ("linucb", "lints"):  # the contextual policies
+        encoder = TimedEncoder(make_encoder(config.context, model, tokenizer, dim=config.context_dim,
+                                            seed=config.seed))
+    selector = cast("Selector", make_selector(config.policy, setup.rm_names,
+                                              **selector_kwargs(config, encoder)))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
     dpo = DPOStep(model, tokenizer, optimizer,
@@ -115,7 +123,8 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                 for b, batch in enumerate(batches):
                     prompts = [ex.prompt for ex in batch]
                     tasks = [task_of(ex) for ex in batch]
-                    secs = dict.fromkeys(("select", "generate", "score", "train", "diagnostics"), 0.0)
+                    secs = dict.fromkeys(STEP_PARTS, 0.0)
+                    encoded_before = encoder.seconds if encoder is not None else 0.0
                     bar.describe(f"iteration {m + 1}/{config.iterations}")
 
                     # 1. choose the RM(s): encode the context, ask the bandit
@@ -177,7 +186,10 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                         group_logs.append(group)
                         all_pairs += [{**p, "iteration": m, "rm": label} for p in pairs]
 
-                    # 5. log the step
+                    # 5. log the step ("select" is the bandit's decision and update, "encode" its contexts)
+                    if encoder is not None:
+                        secs["encode"] = encoder.seconds - encoded_before
+                        secs["select"] -= secs["encode"]
                     event = step_event(m, b, step, batch, choices, results, group_logs, secs, correct,
                                        counterfactual)
                     run.append_event(event)
@@ -322,7 +334,7 @@ def _load_rms(registry: RMRegistry, names: Sequence[str], max_loaded: int | None
             raise ModelLoadError(" ".join(str(err).split())) from err
 
 
-def selector_kwargs(config: RunConfig, setup: Setup) -> dict[str, Any]:
+def selector_kwargs(config: RunConfig, encoder: ContextEncoder | None = None) -> dict[str, Any]:
     """``make_selector`` keyword arguments for ``config.policy`` (each policy takes only its own)."""
     if config.policy not in LEARNING_POLICIES:
         return {"seed": config.seed, "granularity": config.granularity} if config.policy == "random" else {}
@@ -339,10 +351,28 @@ def selector_kwargs(config: RunConfig, setup: Setup) -> dict[str, Any]:
              "exp3": {"gamma": config.exp3_gamma},
              "egreedy": {"epsilon": config.epsilon}}
     kwargs.update(hyper.get(config.policy, {}))
-    if config.policy in ("linucb", "lints") or config.scope == "per-context":
-        kwargs["encoder"] = make_encoder(config.context, setup.model, setup.tokenizer, dim=config.context_dim,
-                                         seed=config.seed)
+    if encoder is not None:
+        kwargs["encoder"] = encoder
     return kwargs
+
+
+class TimedEncoder:
+    """A context encoder that adds up the seconds spent encoding (for the time breakdown)."""
+
+    def __init__(self, inner: ContextEncoder) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def encode(self, prompts: Sequence[str]) -> np.ndarray:
+        t0 = time.perf_counter()
+        try:
+            return self.inner.encode(prompts)
+        finally:
+            self.seconds += time.perf_counter() - t0
 
 
 def make_encoder(spec: str, model: Any, tokenizer: Any, *, dim: int | None, seed: int) -> ContextEncoder:
@@ -523,7 +553,7 @@ def correctness(batch: Sequence[ExampleLike], responses: Sequence[Sequence[str]]
 
 def diagnostics(registry: RMRegistry, rm_names: Sequence[str], prompts: Sequence[str],
                 responses: Sequence[Sequence[str]], scores: list[dict[str, np.ndarray]],
-                evaluate: Callable[[list[dict[str, Any]]], Any], max_pairs: int, *,
+                evaluate: Callable[..., Any], max_pairs: int, *,
                 label: str) -> dict[str, float | None]:
     """Counterfactual loss of every RM's pairs at the current policy (scores the RMs not yet scored)."""
     from laser_adapters.selector import counterfactual_losses

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 #: A domain is locked in when one wrong RM got at least this share of its last-iteration choices.
 LOCK_IN_SHARE = 0.8
-TIME_KEYS = ("select", "generate", "score", "train", "diagnostics")
+TIME_KEYS = ("encode", "select", "generate", "score", "train", "diagnostics")
 
 
 def _shares(counts: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, float]]:
@@ -94,11 +94,14 @@ def summarize_run(events: Sequence[Mapping[str, Any]], *,
     step_secs = {k: float(sum(e.get("seconds", {}).get(k, 0.0) for e in events)) for k in TIME_KEYS}
     step_total = sum(v for k, v in step_secs.items() if k != "diagnostics")
     n = len(events)
-    time_summary: dict[str, Any] = {**{k: round(float(v), 3) for k, v in timings.items()},
-                                    **{k: round(v, 3) for k, v in step_secs.items()},
-                                    "per_step": {k: (v / n if n else None) for k, v in step_secs.items()},
-                                    "bandit_share_of_step": step_secs["select"] / step_total if step_total
-                                    else None}
+    bandit = step_secs["encode"] + step_secs["select"]
+    time_summary: dict[str, Any] = {
+        **{k: round(float(v), 3) for k, v in timings.items()},
+        **{k: round(v, 3) for k, v in step_secs.items()},
+        "per_step": {k: (v / n if n else None) for k, v in step_secs.items()},
+        "bandit_share_of_step": bandit / step_total if step_total else None,
+        "select_update_share_of_step": step_secs["select"] / step_total if step_total else None,
+    }
 
     return {
         "policy": policy, "rms": list(rm_names), "tasks": list(tasks),
@@ -174,7 +177,8 @@ def render_summary(metrics: Mapping[str, Any], console: Console, *, title: str =
     total = t.get("total")
     parts = [("setup (load models, data)", "setup"), ("evaluation", "eval"), ("generate", "generate"),
              ("score (RMs + pairs)", "score"), ("train (DPO steps)", "train"),
-             ("bandit (encode + select + update)", "select"), ("diagnostics", "diagnostics")]
+             ("bandit: encode contexts", "encode"), ("bandit: select + update", "select"),
+             ("diagnostics", "diagnostics")]
     for name, key in parts:
         if key in t and (key != "diagnostics" or t[key]):
             share = t[key] / total if total else None
@@ -185,8 +189,10 @@ def render_summary(metrics: Mapping[str, Any], console: Console, *, title: str =
     share = t.get("bandit_share_of_step")
     per_step = t.get("per_step", {})
     step_mean = sum(v for k, v in per_step.items() if v and k != "diagnostics")
+    decide = t.get("select_update_share_of_step")
     console.print(f"{metrics['steps']} steps, {step_mean:.3f} s per step; the bandit's own share of a step: "
-                  f"{_fmt(share, pct=True)}; {metrics['skipped_steps']} skipped (no pair formed); "
+                  f"{_fmt(share, pct=True)} (select + update alone: {_fmt(decide, pct=True)}); "
+                  f"{metrics['skipped_steps']} skipped (no pair formed); "
                   f"{metrics['pairs']['pairs_kept']} pairs trained on")
 
 
