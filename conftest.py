@@ -1,8 +1,12 @@
-"""Shared test set-up (tests and doctests): one torch thread (two threads on a loaded 2-core machine can be 20x slower)."""
+"""Shared test set-up (tests and doctests): one torch thread and one BLAS thread.
+
+On a loaded 2-core machine a second thread makes small torch and LAPACK calls many times slower.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -10,8 +14,16 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+_LIMITS: list[Any] = []
+
 
 def pytest_configure(config: object) -> None:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        pass
+    else:
+        _LIMITS.append(threadpool_limits(1))
     try:
         import torch
     except ImportError:  # banditkit's tests run without torch

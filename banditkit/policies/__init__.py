@@ -1,1 +1,1 @@
-"""."""
+"""Bandit policies: one module per policy."""
