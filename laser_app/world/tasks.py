@@ -68,67 +68,98 @@ def _two_names(rng: np.random.Generator) -> tuple[str, str]:
     return _NAMES[int(i)], _NAMES[int(j)]
 
 
-def _math(rng: np.random.Generator) -> tuple[str, str]:
+def _math_add(rng: np.random.Generator) -> tuple[str, str]:
     n, m = _two_names(rng)
     o = _OBJECTS[int(rng.integers(len(_OBJECTS)))]
-    a, b = (int(x) for x in rng.integers(10, 100, size=2))
-    kind = int(rng.integers(6))
-    if kind >= 3 and a < b:  # subtraction never goes below zero
-        a, b = b, a
-    text = (
-        f"{n} has {a} {o} and gets {b} more. How many {o} does {n} have?",
-        f"{n} has {a} {o}. {m} has {b} {o}. How many {o} in all?",
-        f"A box has {a} {o}. {n} puts in {b} more. How many {o} are in the box?",
-        f"{n} has {a} {o} and gives away {b}. How many {o} are left?",
-        f"{n} has {a} {o}. {m} has {b} fewer. How many {o} does {m} have?",
-        f"A box has {a} {o}. {n} takes out {b}. How many {o} are in the box?",
-    )[kind]
-    return _q(text), str(a + b if kind < 3 else a - b)
-
-
-def _yesno(rng: np.random.Generator) -> tuple[str, str]:
-    yes = bool(rng.integers(2))
+    a, b = int(rng.integers(10, 100)), int(rng.integers(1, 10))
     kind = int(rng.integers(3))
-    if kind == 0:  # comparison of two numbers
-        a, b = sorted(int(x) for x in rng.choice(np.arange(10, 100), size=2, replace=False))
-        word = ("more", "less")[int(rng.integers(2))]
-        big_first = yes == (word == "more")
-        x, y = (b, a) if big_first else (a, b)
-        return _q(f"Is {x} {word} than {y}?"), "yes" if yes else "no"
-    if kind == 1:  # parity of a three-digit number
-        word = ("even", "odd")[int(rng.integers(2))]
-        x = int(rng.integers(50, 500)) * 2 + (0 if (word == "even") == yes else 1)
-        return _q(f"Is {x} an {word} number?"), "yes" if yes else "no"
-    a, b = int(rng.integers(10, 90)), int(rng.integers(2, 10))  # a sum against a nearby number
-    gap = int(rng.integers(1, 8))
-    word = ("bigger", "smaller")[int(rng.integers(2))]
-    c = a + b - gap if (word == "bigger") == yes else a + b + gap
-    return _q(f"Is {a}+{b} {word} than {c}?"), "yes" if yes else "no"
+    text = (f"{n} has {a} {o} and gets {b} more. How many {o} now?",
+            f"{n} has {a} {o}. {m} gives {n} {b} more. How many {o} now?",
+            f"A box has {a} {o}. {n} puts in {b}. How many {o} now?")[kind]
+    return _q(text), str(a + b)
 
 
-def _mcq(rng: np.random.Generator) -> tuple[str, str]:
-    kind = int(rng.integers(4))
+def _math_sub(rng: np.random.Generator) -> tuple[str, str]:
+    n, m = _two_names(rng)
+    o = _OBJECTS[int(rng.integers(len(_OBJECTS)))]
+    a, b = int(rng.integers(10, 100)), int(rng.integers(1, 10))
+    kind = int(rng.integers(3))
+    text = (f"{n} has {a} {o} and gives away {b}. How many {o} now?",
+            f"{n} has {a} {o}. {n} gives {m} {b}. How many {o} now?",
+            f"A box has {a} {o}. {n} takes out {b}. How many {o} now?")[kind]
+    return _q(text), str(a - b)
+
+
+def _yes(rng: np.random.Generator) -> tuple[bool, str]:
+    yes = bool(rng.integers(2))
+    return yes, "yes" if yes else "no"
+
+
+def _yn_compare(rng: np.random.Generator) -> tuple[str, str]:
+    yes, ans = _yes(rng)
+    a, b = sorted(int(x) for x in rng.choice(np.arange(10, 100), size=2, replace=False))
+    word = ("more", "less")[int(rng.integers(2))]
+    x, y = (b, a) if yes == (word == "more") else (a, b)
+    return _q(f"Is {x} {word} than {y}?"), ans
+
+
+def _yn_parity(rng: np.random.Generator) -> tuple[str, str]:
+    yes, ans = _yes(rng)
+    word = ("even", "odd")[int(rng.integers(2))]
+    x = int(rng.integers(5, 50)) * 2 + (0 if (word == "even") == yes else 1)
+    return _q(f"Is {x} {word}?"), ans
+
+
+def _yn_sum(rng: np.random.Generator) -> tuple[str, str]:
+    yes, ans = _yes(rng)
+    a, b = int(rng.integers(10, 90)), int(rng.integers(2, 10))
+    gap = int(rng.integers(1, 10))
+    word = ("more", "less")[int(rng.integers(2))]
+    c = a + b - gap if (word == "more") == yes else a + b + gap
+    return _q(f"Is {a}+{b} {word} than {c}?"), ans
+
+
+def _options(rng: np.random.Generator, question: str, right: int, others: list[int]) -> tuple[str, str]:
     pos = int(rng.integers(4))
-    if kind == 3:  # a small sum with near-miss distractors
-        a, b = (int(x) for x in rng.integers(2, 10, size=2))
-        offsets = rng.choice([-3, -2, -1, 1, 2, 3], size=3, replace=False)
-        others = [a + b + int(d) for d in offsets]
-        question, right = f"What is {a}+{b}?", a + b
-    elif kind == 2:  # the only even number
-        right = int(rng.integers(5, 50)) * 2
-        others = [int(x) * 2 + 1 for x in rng.choice(np.arange(5, 50), size=3, replace=False)]
-        question = "Which is even?"
-    else:  # the largest or the smallest
-        values = [int(x) for x in rng.choice(np.arange(1, 100), size=4, replace=False)]
-        right = max(values) if kind == 0 else min(values)
-        others = [v for v in values if v != right]
-        question = "Which is largest?" if kind == 0 else "Which is smallest?"
     options = [*others[:pos], right, *others[pos:]]
     shown = " ".join(f"{letter}) {v}" for letter, v in zip(LETTERS, options, strict=True))
     return _q(f"{question} {shown}"), LETTERS[pos]
 
 
-GENERATORS: dict[str, Gen] = {"math": _math, "yesno": _yesno, "mcq": _mcq}
+def _mcq_extreme(rng: np.random.Generator) -> tuple[str, str]:
+    values = [int(x) for x in rng.choice(np.arange(1, 100), size=4, replace=False)]
+    largest = bool(rng.integers(2))
+    right = max(values) if largest else min(values)
+    return _options(rng, "Which is largest?" if largest else "Which is smallest?", right,
+                    [v for v in values if v != right])
+
+
+def _mcq_even(rng: np.random.Generator) -> tuple[str, str]:
+    right = int(rng.integers(5, 50)) * 2
+    others = [int(x) * 2 + 1 for x in rng.choice(np.arange(5, 50), size=3, replace=False)]
+    return _options(rng, "Which is even?", right, others)
+
+
+def _mcq_sum(rng: np.random.Generator) -> tuple[str, str]:
+    a, b = (int(x) for x in rng.integers(2, 10, size=2))
+    offsets = rng.choice([-3, -2, -1, 1, 2, 3], size=3, replace=False)
+    return _options(rng, f"What is {a}+{b}?", a + b, [a + b + int(d) for d in offsets])
+
+
+SUBTYPES: dict[str, tuple[Gen, ...]] = {
+    "math": (_math_add, _math_sub),
+    "yesno": (_yn_compare, _yn_parity, _yn_sum),
+    "mcq": (_mcq_extreme, _mcq_even, _mcq_sum),
+}
+
+
+def _mixture(gens: tuple[Gen, ...]) -> Gen:
+    def draw(rng: np.random.Generator) -> tuple[str, str]:
+        return gens[int(rng.integers(len(gens)))](rng)
+    return draw
+
+
+GENERATORS: dict[str, Gen] = {task: _mixture(gens) for task, gens in SUBTYPES.items()}
 
 
 # ----------------------------------------------------------------------------------------------- splits
