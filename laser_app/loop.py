@@ -585,7 +585,17 @@ def step_event(iteration: int, batch_index: int, step: int, batch: Sequence[Exam
                choices: Sequence[tuple[str, ...]], results: Sequence[PairResult],
                groups: list[dict[str, Any]], secs: Mapping[str, float], correct: list[list[bool]] | None,
                counterfactual: dict[str, float | None] | None) -> dict[str, Any]:
-    """The ``events.jsonl`` record of one step (see the README for the fields)."""
+    """The ``events.jsonl`` record of one step.
+
+    Fields: ``iteration``, ``batch`` (within the iteration), ``step`` (over the run); ``task`` (or
+    ``mixed``) and ``tasks``; ``rm`` (the group label, ``mixed`` for several groups) and ``choice_counts``
+    (task -> RM -> prompts); ``loss``, ``dpo_loss``, ``nll_loss``, ``margin`` (pair-weighted over groups,
+    None when skipped); ``raw_reward``, ``normalized_reward`` and ``arm_scores`` from the selector;
+    ``pairs_kept``, ``dropped_ties``, ``dropped_duplicates``; ``skipped`` (no pair formed, no update);
+    ``sample_accuracy`` (share of sampled responses that are correct, when answers exist); ``seconds``
+    per part (:data:`STEP_PARTS`); ``groups`` (one entry per DPO step with the selector's own log) and,
+    with diagnostics, ``counterfactual_loss`` per RM.
+    """
     tasks = [task_of(ex) for ex in batch]
     labels = [c[0] if len(c) == 1 else "+".join(c) for c in choices]
     counts: dict[str, dict[str, int]] = {}

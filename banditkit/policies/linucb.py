@@ -40,6 +40,14 @@ _TRIANGLE_MIN_DIM = 512
 _PENDING = 32
 # Contexts per chunk in select_batch: about 2**20 numbers of work space per arm.
 _CHUNK_NUMBERS = 2**20
+# LinUCB.select_batch screens float64 policies in float32 from these sizes on (see LinUCB._screen).
+_SCREEN_MIN_ROWS = 32
+_SCREEN_MIN_DIM = 64
+# Contexts per chunk of the screen: few, large BLAS calls (each threaded call can wait milliseconds for a
+# busy core), still a few megabytes of work space.
+_SCREEN_CHUNK_NUMBERS = 2**21
+_U32 = 2.0**-24  # unit roundoffs
+_U64 = 2.0**-53
 
 
 class _Blas(NamedTuple):
@@ -63,6 +71,20 @@ def _check_dtype(dtype: Any) -> str:
     if name not in _DTYPES:
         raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
     return name
+
+
+def _symmetric_abs_row_sums(m: FloatArray, block: int = 128) -> FloatArray:
+    """Row sums of ``|S|`` for the symmetric ``S`` whose upper triangle is that of the square ``m``."""
+    d = m.shape[0]
+    rows = np.zeros(d)
+    for i in range(0, d, block):
+        j = min(i + block, d)
+        off = np.abs(m[i:j, j:])
+        rows[i:j] += off.sum(axis=1)
+        rows[j:] += off.sum(axis=0)
+        diagonal = np.abs(np.triu(m[i:j, i:j]))
+        rows[i:j] += diagonal.sum(axis=1) + diagonal.sum(axis=0) - np.diagonal(diagonal)
+    return rows
 
 
 def _mirror_upper(m: FloatArray, block: int = 256) -> None:
@@ -478,9 +500,135 @@ class LinUCB(_LinearArms):
         """Choose an arm for each row of ``contexts`` (vectorized over contexts and arms)."""
         xs = self._contexts(contexts, n)
         assert isinstance(xs, np.ndarray)
+        if self._kind == "float64" and xs.shape[0] >= _SCREEN_MIN_ROWS and self._d >= _SCREEN_MIN_DIM:
+            return self._screen(xs)
+        return self._batch_choices(xs)
+
+    def _batch_choices(self, xs: FloatArray) -> IntArray:
+        """The argmax of the upper confidence bounds in the policy's dtype, the lowest arm on ties."""
         means, var = self._batch_means_variances(xs)
         scores = means + self.alpha * np.sqrt(var)
         return scores.argmax(axis=1).astype(np.int64)  # type: ignore[no-any-return]
+
+    # ----------------------------------------------------------------- float32 screen for select_batch
+    def _screen(self, xs: FloatArray) -> IntArray:
+        """``_batch_choices(xs)`` for a float64 policy, mostly from float32 products.
+
+        The quadratic forms cost ``d**2 / 2`` multiply-adds per context and arm, which float32 does twice
+        as fast. Each row is scaled to unit norm (which leaves the argmax alone) and scored in float32
+        with a rigorous bound on how far the float32 scores can be from the float64 ones (of
+        ``_batch_choices`` and of ``select``): a row whose best arm beats every other by more than the
+        bounds takes it; the others (typically a few percent, every near tie) are scored in float64.
+        Arms whose statistics are bitwise equal to a lower arm's never win and are left out.
+        """
+        n, d = xs.shape
+        arms = self._distinct_arms()
+        choices = np.zeros(n, dtype=np.int64)
+        if len(arms) == 1:
+            return choices
+        blocks, alpha = self._blocks, self.alpha
+        mats, var_err, mean_err, var_scale, mean_scale = [], [], [], [], []
+        for k in arms:
+            s_k = self._abs_bound(k)
+            t_k = float(np.linalg.norm(blocks[k, d]))
+            if not (2.0**-600 < s_k < 2.0**600 and t_k < 2.0**600):
+                return self._batch_choices(xs)  # scales float32 cannot take: all in float64
+            e_k = math.frexp(s_k)[1]
+            f_k = math.frexp(t_k)[1] if t_k > 0.0 else 0
+            mats.append(self._screen_matrix(k, e_k, f_k))
+            var_scale.append(2.0**e_k)
+            mean_scale.append(2.0**f_k)
+            # For ||x|| = 1: rounding in float32 (inputs, trmm, dot) and in float64 (either path), underflow.
+            var_err.append(s_k * ((2 * d + 16) * _U32 + (4 * d + 16) * _U64 + 2.0**-100) * (1.0 + 2.0**-20))
+            mean_err.append(t_k * ((d + 4) * (_U32 + _U64) + 2.0**-100) * (1.0 + 2.0**-20)
+                            + 16 * _U64 * (t_k + alpha * math.sqrt(s_k)) + 2.0**-800)
+        norms = np.sqrt(np.einsum("nd,nd->n", xs, xs))
+        usable = (norms >= 2.0**-150) & (norms <= 2.0**150)  # no under- or overflow in float64 products
+        inverse_norms = np.divide(1.0, norms, out=np.zeros(n), where=usable)
+        trmm = _BLAS["float32"].trmm
+        scores = np.empty((n, len(arms)))
+        errors = np.empty((n, len(arms)))
+        chunk = max(256, _SCREEN_CHUNK_NUMBERS // (d + 1))
+        with np.errstate(divide="ignore"):
+            for start in range(0, n, chunk):
+                stop = min(start + chunk, n)
+                unit = np.empty((stop - start, d + 1), dtype=np.float32)
+                np.multiply(xs[start:stop], inverse_norms[start:stop, None], out=unit[:, :d],
+                            casting="same_kind")
+                unit[:, d] = 0.0
+                work = np.empty_like(unit)
+                for j, mat in enumerate(mats):
+                    np.copyto(work, unit)
+                    # Rows become ((2 tril(M) - diag(M)) x, theta . x), scaled.
+                    trmm(1.0, mat.T, work.T, side=0, lower=1, overwrite_b=1)
+                    var = np.einsum("nd,nd->n", work, unit).astype(np.float64) * var_scale[j]
+                    root = np.sqrt(np.maximum(var, 0.0))
+                    scores[start:stop, j] = work[:, d].astype(np.float64) * mean_scale[j] + alpha * root
+                    spread = np.minimum(math.sqrt(var_err[j]), var_err[j] / root)
+                    errors[start:stop, j] = (alpha * (1.0 + 2.0**-20)) * spread + mean_err[j]
+        rows = np.arange(n)
+        best = scores.argmax(axis=1)
+        low = scores[rows, best] - errors[rows, best]
+        high = scores + errors
+        high[rows, best] = -np.inf
+        sure = usable & (low > high.max(axis=1))
+        choices[sure] = np.asarray(arms)[best[sure]]
+        if not np.all(sure):
+            rest = np.flatnonzero(~sure)
+            choices[rest] = self._batch_choices(xs[rest])
+        return choices
+
+    def _distinct_arms(self) -> list[int]:
+        """The arms whose statistics differ from every lower arm's (an equal one ties and loses)."""
+        blocks, d = self._blocks, self._d
+        seen: dict[bytes, list[int]] = {}
+        arms = []
+        for k in range(self._n_arms):
+            twins = seen.setdefault(blocks[k, d].tobytes(), [])
+            if not any(np.array_equal(blocks[k], blocks[j]) for j in twins):
+                twins.append(k)
+                arms.append(k)
+        return arms
+
+    def _abs_bound(self, arm: int) -> float:
+        """An upper bound on ``|x|^T |M| |x|`` over unit ``x``, for the inverse ``M`` as either path reads it
+        (its upper triangle; ``select`` below the triangle size reads the whole, nearly symmetric matrix).
+        Cached until the arm's next update."""
+        count = self._counts[arm]
+        cached = self._abs_bounds.get(arm)
+        if cached is not None and cached[0] == count:
+            return cached[1]
+        m = self._blocks[arm, : self._d]
+        bound = float(_symmetric_abs_row_sums(m).max())
+        if not self._triangle:
+            bound += float(np.abs(m - m.T).sum(axis=1).max())
+        bound *= 1.0 + 2.0**-20  # the rounding of the sums
+        self._abs_bounds[arm] = (count, bound)
+        return bound
+
+    def _screen_matrix(self, arm: int, e: int, f: int) -> FloatArray:
+        """float32 ``(d + 1, d + 1)`` whose upper triangle is ``2 triu(M) - diag(M)`` scaled by ``2**-e``,
+        with ``theta`` scaled by ``2**-f`` as its last column (only the upper triangle is read)."""
+        d = self._d
+        m = self._blocks[arm, :d]
+        mat = np.empty((d + 1, d + 1), dtype=np.float32)
+        np.multiply(m, 2.0 ** (1 - e), out=mat[:d, :d], casting="same_kind")
+        np.fill_diagonal(mat[:d, :d], np.diagonal(m) * 2.0**-e)
+        np.multiply(self._blocks[arm, d], 2.0**-f, out=mat[:d, d], casting="same_kind")
+        mat[d] = 0.0
+        return mat
+
+    def _configure(self) -> None:
+        super()._configure()
+        self._abs_bounds: dict[int, tuple[int, float]] = {}
+
+    def _add_arm(self) -> None:
+        super()._add_arm()
+        self._abs_bounds.clear()
+
+    def _remove_arm(self, arm: int) -> None:
+        super()._remove_arm(arm)
+        self._abs_bounds.clear()
 
     def _probabilities(self, context: FloatArray | None) -> FloatArray:
         assert context is not None
