@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from pydantic import ValidationError
@@ -313,17 +313,30 @@ def pick_reference(methods: Sequence[Method], reference: str | None = None) -> s
 
 
 # ======================================================================================= configs
-def shared_settings(config_file: str | Path | None, overrides: Mapping[str, Any]) -> tuple[dict[str, Any],
-                                                                                            list[str]]:
-    """The settings every run shares: ``--config`` file values overridden by flags; returns them and the
-    reserved keys dropped from the file (compare sets those per run)."""
+class SharedSettings(NamedTuple):
+    """What :func:`shared_settings` returns."""
+
+    values: dict[str, Any]
+    dropped: list[str]
+    ood: str | None
+
+
+def shared_settings(config_file: str | Path | None, overrides: Mapping[str, Any]) -> SharedSettings:
+    """The settings every run shares: ``--config`` file values overridden by flags. The file's ``policy``,
+    ``seed``, ``out`` and ``overwrite`` are dropped (compare sets them per run; their names are returned)
+    and its ``ood``, if any, is returned apart (compare's ``--ood`` default).
+
+    >>> shared_settings(None, {"iterations": "2", "batch-size": 4}).values
+    {'iterations': '2', 'batch_size': 4}
+    """
     values = load_config_file(config_file) if config_file is not None else {}
-    dropped = sorted(k for k in values if k in RESERVED_FIELDS and k not in ("ood",))
-    values = {k: v for k, v in values.items() if k not in RESERVED_FIELDS or k == "ood"}
+    ood = values.pop("ood", None)
+    dropped = sorted(k for k in values if k in RESERVED_FIELDS)
+    values = {k: v for k, v in values.items() if k not in RESERVED_FIELDS}
     for key, value in overrides.items():
         if value is not None:
             values[check_setting(key, "compare")] = value
-    return values, dropped
+    return SharedSettings(values, dropped, None if ood is None else str(ood))
 
 
 def method_config(method: Method, shared: Mapping[str, Any], **per_run: Any) -> RunConfig:
@@ -846,6 +859,7 @@ def plot_compare(data: Mapping[str, Any], path: Path) -> Path:
                 labels = [f"{m}\nlock-in {s['in_domain'][m]['lock_ins']}/{s['in_domain'][m]['task_runs']}"
                           for m in learners]
                 ax2.set_xticks(x, labels, rotation=35, ha="right", fontsize=7)
+                ax2.set_xlim(-0.6, max(len(learners), 3) - 0.4)  # keep bars narrow with few variants
                 ax2.axhline(0.8, color="grey", ls="--", lw=0.8)
                 ax2.legend(fontsize=7)
             ax2.set_ylim(0, 1)
@@ -936,6 +950,10 @@ def render_compare(data: Mapping[str, Any], console: Console) -> None:
                               f"{r['lock_ins']}/{r['task_runs']}" + (f" ({where})" if where else ""),
                               style="bold" if m == ref else None)
             console.print(table)
+    shared = {(r["method"], r["same_as"]) for r in data.get("shared_runs", [])}
+    for method, same_as in sorted(shared):
+        console.print(Text(f"note: {method} has the same settings as {same_as}; it reuses that method's "
+                           "runs"))
     for f in data.get("failures", []):
         console.print(Text(f"failed: {f['method']} seed {f['seed']} ({f['ood']}): {f['error']} "
                            f"(log: {f.get('log')})", style="red"))

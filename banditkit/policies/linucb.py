@@ -16,12 +16,23 @@ Speed notes (they decide the layout):
   ``gemm`` every ``_PENDING`` updates (``state_dict`` adds them first).
 - On a machine with few or busy cores, OpenBLAS's threads can make these matrix-vector products ten to
   a hundred times slower; pin BLAS to one thread around online loops
-  (``threadpoolctl.threadpool_limits(1)``).
+  (``threadpoolctl.threadpool_limits(1)``). Each threaded call can wait milliseconds for a core, so
+  ``select_batch`` makes few, large ones and keeps small products on the calling thread.
+- ``select_batch`` costs ``d**2 / 2`` multiply-adds per context and arm (``x^T A^{-1} x`` through one
+  triangle, ``trmm``), which float32 does twice as fast. For a float64 policy it scores the contexts,
+  scaled to unit norm, in float32, with a rigorous bound on how far each float32 score can be from the
+  float64 ones of ``select`` (input rounding, ``2 d`` float32 roundoffs in the products, float64
+  roundoffs, times ``|x|^T |A^{-1}| |x|``, bounded per arm by the largest absolute row sum, which is
+  cached until the arm's next update). A context whose best arm beats every other by more than the
+  bounds gets it; the others (near ties, typically about 1%) get ``select``'s scores for the arms
+  still in contention, computed exactly as ``select`` computes them, so ``select_batch`` picks what
+  repeated ``select`` would, ties included. Arms with bitwise equal statistics tie and the lowest wins.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -38,14 +49,19 @@ _DTYPES: dict[str, type[np.floating[Any]]] = {"float64": np.float64, "float32": 
 _TRIANGLE_MIN_DIM = 512
 # Rank-one terms of a design matrix buffered before they are added in one gemm.
 _PENDING = 32
-# Contexts per chunk in select_batch: about 2**20 numbers of work space per arm.
-_CHUNK_NUMBERS = 2**20
-# LinUCB.select_batch screens float64 policies in float32 from these sizes on (see LinUCB._screen).
+# Contexts per chunk in select_batch: about 2**22 numbers of work space per arm, so few and large trmm
+# calls (a threaded BLAS call can wait milliseconds for a core on a busy machine).
+_CHUNK_NUMBERS = 2**22
+# LinUCB.select_batch screens float64 policies in float32 from these sizes on (module docstring).
 _SCREEN_MIN_ROWS = 32
 _SCREEN_MIN_DIM = 64
-# Contexts per chunk of the screen: few, large BLAS calls (each threaded call can wait milliseconds for a
-# busy core), still a few megabytes of work space.
-_SCREEN_CHUNK_NUMBERS = 2**21
+# Contexts per chunk of the screen (float32 numbers of work space), for the same reason.
+_SCREEN_CHUNK_NUMBERS = 2**22
+# Rows the screen leaves undecided (near ties) are scored as select scores them up to this many
+# multiply-adds, else all in float64 at once.
+_NEAR_TIE_MULTIPLY_ADDS = 2**26
+# OpenBLAS keeps a matrix product with at most this many multiply-adds on the calling thread.
+_ONE_THREAD_MNK = 2**18
 _U32 = 2.0**-24  # unit roundoffs
 _U64 = 2.0**-53
 
@@ -60,6 +76,16 @@ class _Blas(NamedTuple):
 
 # Looked up per call rather than stored on policies, which must stay copyable (f2py routines are not).
 _BLAS = {name: _Blas(*blas.get_blas_funcs(_Blas._fields, dtype=dt)) for name, dt in _DTYPES.items()}
+
+
+def _einsum_row_dots(a: FloatArray, x: FloatArray) -> FloatArray:
+    out: FloatArray = np.einsum("kd,d->k", a, x)
+    return out
+
+
+# ``a @ x`` row by row with one routine, so equal rows give equal results (a matrix-vector product may
+# round its last rows differently, which broke ties between equal arms away from the lowest index).
+_row_dots: Callable[[FloatArray, FloatArray], FloatArray] = getattr(np, "vecdot", _einsum_row_dots)
 
 
 def _check_dtype(dtype: Any) -> str:
@@ -85,6 +111,25 @@ def _symmetric_abs_row_sums(m: FloatArray, block: int = 128) -> FloatArray:
         diagonal = np.abs(np.triu(m[i:j, i:j]))
         rows[i:j] += diagonal.sum(axis=1) + diagonal.sum(axis=0) - np.diagonal(diagonal)
     return rows
+
+
+def _gamma(n: int, u: float) -> float:
+    """The classic bound ``n u / (1 - n u)`` on the relative rounding error of ``n`` operations."""
+    return n * u / (1.0 - n * u)
+
+
+def _one_thread_matmul(a: FloatArray, b: FloatArray) -> FloatArray:
+    """``a @ b`` for 2-D arrays, in products small enough that OpenBLAS runs them on the calling thread
+    (at least two rows each: numpy sends one-row products to ``gemv``)."""
+    m, k = a.shape
+    n = b.shape[1]
+    out = np.empty((m, n), dtype=np.result_type(a, b))
+    cols = max(1, min(n, _ONE_THREAD_MNK // (2 * k)))
+    rows = max(2, _ONE_THREAD_MNK // (k * cols))
+    for i in range(0, m, rows):
+        for j in range(0, n, cols):
+            np.matmul(a[i: i + rows], b[:, j: j + cols], out=out[i: i + rows, j: j + cols])
+    return out
 
 
 def _mirror_upper(m: FloatArray, block: int = 256) -> None:
@@ -209,7 +254,7 @@ class _LinearArms(BasePolicy):
         """``theta_k . x`` and ``x^T A_k^{-1} x`` for every arm."""
         out = self._products(x)
         d = self._d
-        var = np.matmul(out[:, :d], x)
+        var = _row_dots(out[:, :d], x)
         return out[:, d], var
 
     def _batch_means_variances(self, xs: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -224,20 +269,20 @@ class _LinearArms(BasePolicy):
         if n == 0:
             return means, var
         inv = self._blocks[:, :d, :]
-        theta = self._blocks[:, d, :]
-        diag = np.diagonal(inv, axis1=1, axis2=2)
+        theta = np.ascontiguousarray(self._blocks[:, d, :].T)
+        diag = np.ascontiguousarray(np.diagonal(inv, axis1=1, axis2=2).T)
         chunk = max(64, _CHUNK_NUMBERS // d)
         trmm = _BLAS[self._kind].trmm
         for start in range(0, n, chunk):
             x = xs[start: start + chunk]
-            means[start: start + chunk] = x @ theta.T
+            means[start: start + chunk] = _one_thread_matmul(x, theta)
             v = var[start: start + chunk]
             for k in range(k_arms):
                 work = np.array(x, dtype=self._float, order="C", copy=True)
                 trmm(1.0, inv[k].T, work.T, side=0, lower=1, overwrite_b=1)  # work = X tril(M)^T
                 v[:, k] = np.einsum("nd,nd->n", work, x)
             v *= 2.0
-            v -= (x * x) @ diag.T
+            v -= _one_thread_matmul(x * x, diag)
         np.maximum(var, 0.0, out=var)
         return means, var
 
@@ -479,7 +524,7 @@ class LinUCB(_LinearArms):
             x = check_context(context, self._d, self._float)
         out = self._products(x)
         d = self._d
-        scores = np.matmul(out[:, :d], x)
+        scores = _row_dots(out[:, :d], x)
         np.sqrt(scores, out=scores)
         scores *= self.alpha
         scores += out[:, d]
@@ -501,7 +546,7 @@ class LinUCB(_LinearArms):
         xs = self._contexts(contexts, n)
         assert isinstance(xs, np.ndarray)
         if self._kind == "float64" and xs.shape[0] >= _SCREEN_MIN_ROWS and self._d >= _SCREEN_MIN_DIM:
-            return self._screen(xs)
+            return self._screened_choices(xs)
         return self._batch_choices(xs)
 
     def _batch_choices(self, xs: FloatArray) -> IntArray:
@@ -511,59 +556,41 @@ class LinUCB(_LinearArms):
         return scores.argmax(axis=1).astype(np.int64)  # type: ignore[no-any-return]
 
     # ----------------------------------------------------------------- float32 screen for select_batch
-    def _screen(self, xs: FloatArray) -> IntArray:
-        """``_batch_choices(xs)`` for a float64 policy, mostly from float32 products.
-
-        The quadratic forms cost ``d**2 / 2`` multiply-adds per context and arm, which float32 does twice
-        as fast. Each row is scaled to unit norm (which leaves the argmax alone) and scored in float32
-        with a rigorous bound on how far the float32 scores can be from the float64 ones (of
-        ``_batch_choices`` and of ``select``): a row whose best arm beats every other by more than the
-        bounds takes it; the others (typically a few percent, every near tie) are scored in float64.
-        Arms whose statistics are bitwise equal to a lower arm's never win and are left out.
-        """
+    def _screened_choices(self, xs: FloatArray) -> IntArray:
+        """The float64 choices for many contexts, mostly decided in float32 (see the module docstring)."""
         n, d = xs.shape
         arms = self._distinct_arms()
         choices = np.zeros(n, dtype=np.int64)
         if len(arms) == 1:
             return choices
-        blocks, alpha = self._blocks, self.alpha
-        mats, var_err, mean_err, var_scale, mean_scale = [], [], [], [], []
-        for k in arms:
-            s_k = self._abs_bound(k)
-            t_k = float(np.linalg.norm(blocks[k, d]))
-            if not (2.0**-600 < s_k < 2.0**600 and t_k < 2.0**600):
-                return self._batch_choices(xs)  # scales float32 cannot take: all in float64
-            e_k = math.frexp(s_k)[1]
-            f_k = math.frexp(t_k)[1] if t_k > 0.0 else 0
-            mats.append(self._screen_matrix(k, e_k, f_k))
-            var_scale.append(2.0**e_k)
-            mean_scale.append(2.0**f_k)
-            # For ||x|| = 1: rounding in float32 (inputs, trmm, dot) and in float64 (either path), underflow.
-            var_err.append(s_k * ((2 * d + 16) * _U32 + (4 * d + 16) * _U64 + 2.0**-100) * (1.0 + 2.0**-20))
-            mean_err.append(t_k * ((d + 4) * (_U32 + _U64) + 2.0**-100) * (1.0 + 2.0**-20)
-                            + 16 * _U64 * (t_k + alpha * math.sqrt(s_k)) + 2.0**-800)
+        screen = self._screen_setup(arms)
+        if screen is None:
+            return self._batch_choices(xs)
+        mats, scales, var_err, mean_err = screen
         norms = np.sqrt(np.einsum("nd,nd->n", xs, xs))
-        usable = (norms >= 2.0**-150) & (norms <= 2.0**150)  # no under- or overflow in float64 products
-        inverse_norms = np.divide(1.0, norms, out=np.zeros(n), where=usable)
+        usable = (norms >= 2.0**-40) & (norms <= 2.0**40)
+        inverse = np.divide(1.0, norms, out=np.zeros(n), where=usable)
+        # Scores are computed for the unit rows x / ||x||: the same argmax, bounds relative to ||x|| = 1.
+        scores = _one_thread_matmul(xs, np.ascontiguousarray(self._blocks[arms, d].T))
+        scores *= inverse[:, None]
+        errors = np.empty_like(scores)
+        alpha = self.alpha
         trmm = _BLAS["float32"].trmm
-        scores = np.empty((n, len(arms)))
-        errors = np.empty((n, len(arms)))
-        chunk = max(256, _SCREEN_CHUNK_NUMBERS // (d + 1))
-        with np.errstate(divide="ignore"):
+        chunk = max(256, _SCREEN_CHUNK_NUMBERS // d)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # unusable rows, zero roots
             for start in range(0, n, chunk):
                 stop = min(start + chunk, n)
-                unit = np.empty((stop - start, d + 1), dtype=np.float32)
-                np.multiply(xs[start:stop], inverse_norms[start:stop, None], out=unit[:, :d],
-                            casting="same_kind")
-                unit[:, d] = 0.0
+                unit = xs[start:stop].astype(np.float32)
+                unit *= inverse[start:stop, None].astype(np.float32)
                 work = np.empty_like(unit)
                 for j, mat in enumerate(mats):
                     np.copyto(work, unit)
-                    # Rows become ((2 tril(M) - diag(M)) x, theta . x), scaled.
-                    trmm(1.0, mat.T, work.T, side=0, lower=1, overwrite_b=1)
-                    var = np.einsum("nd,nd->n", work, unit).astype(np.float64) * var_scale[j]
+                    trmm(1.0, mat.T, work.T, side=0, lower=1, overwrite_b=1)  # rows (2 triu(M) - diag) x
+                    var = np.einsum("nd,nd->n", work, unit).astype(np.float64)
+                    var *= scales[j]
                     root = np.sqrt(np.maximum(var, 0.0))
-                    scores[start:stop, j] = work[:, d].astype(np.float64) * mean_scale[j] + alpha * root
+                    scores[start:stop, j] += alpha * root
+                    # |sqrt(a) - sqrt(b)| <= min(sqrt(|a - b|), |a - b| / sqrt(b)) for a, b >= 0
                     spread = np.minimum(math.sqrt(var_err[j]), var_err[j] / root)
                     errors[start:stop, j] = (alpha * (1.0 + 2.0**-20)) * spread + mean_err[j]
         rows = np.arange(n)
@@ -571,12 +598,40 @@ class LinUCB(_LinearArms):
         low = scores[rows, best] - errors[rows, best]
         high = scores + errors
         high[rows, best] = -np.inf
-        sure = usable & (low > high.max(axis=1))
+        sure = usable & (low > high.max(axis=1))  # NaN compares False: unusable rows stay unsure
         choices[sure] = np.asarray(arms)[best[sure]]
-        if not np.all(sure):
-            rest = np.flatnonzero(~sure)
-            choices[rest] = self._batch_choices(xs[rest])
+        near = np.flatnonzero(usable & ~sure)
+        if near.size:
+            # The arms that may beat the float32 best: select's choice is among them.
+            contenders = ~(high[near] < low[near, None])
+            contenders[np.arange(near.size), best[near]] = True
+            if np.count_nonzero(contenders) * d * d <= _NEAR_TIE_MULTIPLY_ADDS:
+                candidates = np.asarray(arms)
+                choices[near] = self._select_among(xs[near], [candidates[c] for c in contenders])
+            else:
+                choices[near] = self._batch_choices(xs[near])
+        far = np.flatnonzero(~usable & (norms > 0.0))  # all scores of a zero row are 0: arm 0
+        if far.size:
+            choices[far] = self._batch_choices(xs[far])
         return choices
+
+    def _select_among(self, xs: FloatArray, contenders: list[IntArray]) -> list[int]:
+        """For each row, ``select``'s choice given the only arms that can win it (ascending): their
+        scores computed bitwise as ``select`` computes them."""
+        d, alpha = self._d, self.alpha
+        picks = []
+        for x, arms in zip(xs, contenders, strict=True):
+            scores = []
+            for k in arms.tolist():
+                out = self._products_of(k, x)
+                var = _row_dots(out[None, :d], x)
+                np.maximum(var, 0.0, out=var)
+                np.sqrt(var, out=var)
+                var *= alpha
+                var += out[d]
+                scores.append(float(var[0]))
+            picks.append(int(arms[int(np.argmax(scores))]))
+        return picks
 
     def _distinct_arms(self) -> list[int]:
         """The arms whose statistics differ from every lower arm's (an equal one ties and loses)."""
@@ -590,37 +645,64 @@ class LinUCB(_LinearArms):
                 arms.append(k)
         return arms
 
-    def _abs_bound(self, arm: int) -> float:
-        """An upper bound on ``|x|^T |M| |x|`` over unit ``x``, for the inverse ``M`` as either path reads it
-        (its upper triangle; ``select`` below the triangle size reads the whole, nearly symmetric matrix).
-        Cached until the arm's next update."""
+    def _screen_setup(self, arms: list[int]) -> tuple[list[FloatArray], list[float], list[float],
+                                                      list[float]] | None:
+        """Per arm: the float32 matrix, the scale of its quadratic forms, and bounds on how far a float32
+        variance and a float64 mean, for a unit context, can be from those of any float64 path
+        (``select``, ``_batch_means_variances``). ``None`` when an arm's numbers are beyond what float32
+        (or the bounds) can take.
+
+        With ``S = |x|^T |M| |x|``, the variance bound adds: rounding the inputs to float32 (``7 u S``),
+        the float32 ``trmm`` and dot (``gamma(2 d) S``), the float64 paths' products
+        (``gamma(4 d + 16) S``), float32 underflow, and the asymmetry between the triangle and the whole
+        inverse ``select`` reads below the triangle size. The mean bound: float64 products and the final
+        additions and square root of both sides.
+        """
+        d, alpha = self._d, self.alpha
+        if 2 * d * _U32 > 2.0**-6:
+            return None
+        var_rel = _gamma(2 * d + 8, _U32) + 8 * _U32 + _gamma(4 * d + 16, _U64) + 2.0**-60
+        mats, scales, var_err, mean_err = [], [], [], []
+        for k in arms:
+            s_k, asym_k = self._abs_bound(k)
+            t_k = float(np.linalg.norm(self._blocks[k, d]))
+            if not (2.0**-600 < s_k < 2.0**600 and t_k < 2.0**600 and alpha * math.sqrt(s_k) < 2.0**600):
+                return None
+            e = math.frexp(s_k)[1]
+            mats.append(self._screen_matrix(k, e))
+            scales.append(2.0**e)
+            var_err.append(s_k * var_rel * (1.0 + 2.0**-20) + asym_k + 2.0**-900)
+            mean_err.append(_gamma(2 * d + 8, _U64) * t_k + 16 * _U64 * (t_k + alpha * math.sqrt(s_k))
+                            + 2.0**-900)
+        return mats, scales, var_err, mean_err
+
+    def _abs_bound(self, arm: int) -> tuple[float, float]:
+        """Upper bounds on ``|x|^T |M| |x|`` and ``|x^T (M - M_u) x|`` over unit ``x``, for the arm's inverse
+        ``M`` and the symmetric ``M_u`` with its upper triangle (which is all of it from the triangle
+        size on). Cached until the arm's next update."""
         count = self._counts[arm]
         cached = self._abs_bounds.get(arm)
         if cached is not None and cached[0] == count:
-            return cached[1]
+            return cached[1], cached[2]
         m = self._blocks[arm, : self._d]
-        bound = float(_symmetric_abs_row_sums(m).max())
-        if not self._triangle:
-            bound += float(np.abs(m - m.T).sum(axis=1).max())
-        bound *= 1.0 + 2.0**-20  # the rounding of the sums
-        self._abs_bounds[arm] = (count, bound)
-        return bound
+        asym = 0.0 if self._triangle else float(np.abs(m - m.T).sum(axis=1).max()) * (1.0 + 2.0**-20)
+        bound = float(_symmetric_abs_row_sums(m).max()) * (1.0 + 2.0**-20) + asym
+        self._abs_bounds[arm] = (count, bound, asym)
+        return bound, asym
 
-    def _screen_matrix(self, arm: int, e: int, f: int) -> FloatArray:
-        """float32 ``(d + 1, d + 1)`` whose upper triangle is ``2 triu(M) - diag(M)`` scaled by ``2**-e``,
-        with ``theta`` scaled by ``2**-f`` as its last column (only the upper triangle is read)."""
+    def _screen_matrix(self, arm: int, e: int) -> FloatArray:
+        """float32 ``(2 triu(M) - diag(M)) * 2**-e`` for the arm's inverse ``M`` (only the upper triangle
+        is set and read), so that ``x^T M x = 2**e * x . (mat^T x)``."""
         d = self._d
         m = self._blocks[arm, :d]
-        mat = np.empty((d + 1, d + 1), dtype=np.float32)
-        np.multiply(m, 2.0 ** (1 - e), out=mat[:d, :d], casting="same_kind")
-        np.fill_diagonal(mat[:d, :d], np.diagonal(m) * 2.0**-e)
-        np.multiply(self._blocks[arm, d], 2.0**-f, out=mat[:d, d], casting="same_kind")
-        mat[d] = 0.0
+        mat = np.empty((d, d), dtype=np.float32)
+        np.multiply(m, 2.0 ** (1 - e), out=mat, casting="same_kind")
+        np.fill_diagonal(mat, np.diagonal(m) * 2.0**-e)
         return mat
 
     def _configure(self) -> None:
         super()._configure()
-        self._abs_bounds: dict[int, tuple[int, float]] = {}
+        self._abs_bounds: dict[int, tuple[int, float, float]] = {}
 
     def _add_arm(self) -> None:
         super()._add_arm()

@@ -71,7 +71,7 @@ def compare(
         "Comma-separated methods: sft (the starting policy), any --policy of laser run (linucb, lints, "
         "thompson, exp3, egreedy, ucb1, random, fixed:NAME, sequential, ensemble-score, ensemble-agree) or "
         f"a LASeR alias ({', '.join(METHOD_ALIASES)}); each may carry settings: "
-        "'linucb[scope=global,mab_reward=dpo+nll]' (quote it in the shell). Default: sft, fixed:<each RM>, "
+        "'linucb\\[scope=global,mab_reward=dpo+nll]' (quote it in the shell). Default: sft, fixed:<each RM>, "
         "random, sequential, ensemble-score, ensemble-agree and every LASeR alias."),
         rich_help_panel=COMPARE, show_default=False)] = None,
     seeds: Annotated[int, typer.Option(help="Seeds per method (0..N-1), the same for every method.",
@@ -109,11 +109,14 @@ def compare(
 
     try:
         method_list = parse_methods(methods) if methods is not None else None
-        shared, dropped = shared_settings(config, {**parse_set(set_), **parse_run_flags(ctx.args)})
+        shared = shared_settings(config, {**parse_set(set_), **parse_run_flags(ctx.args)})
         err_console = Console(stderr=True)
-        if dropped:
-            err_console.print(f"note: --config sets {', '.join(dropped)}; compare sets these per run")
-        result = run_compare(method_list, seeds=seeds, shared=shared, oods=parse_oods(ood), jobs=jobs,
+        if shared.dropped:
+            err_console.print(f"note: --config sets {', '.join(shared.dropped)}; compare sets these per run")
+        oods = parse_oods(ood if ood is not None else shared.ood)
+        if ood is None and shared.ood is not None and "rm_registry" in shared.values:
+            oods = None  # a run's config file names an ood kind even when its RMs are the user's
+        result = run_compare(method_list, seeds=seeds, shared=shared.values, oods=oods, jobs=jobs,
                              out=out, reference=reference, split=split, rerun=rerun, progress=progress,
                              console=err_console)
     except MethodError as err:

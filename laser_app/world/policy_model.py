@@ -100,27 +100,21 @@ def _collate(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[s
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def task_batches(examples: Sequence[Example], batch_size: int, steps: int, *,
-                 seed: int) -> Iterator[list[Example]]:
-    """``steps`` task-homogeneous batches: tasks visited in a seeded shuffled cycle, each task's examples
-    reshuffled per epoch. Tasks take turns, so each gets an equal share of the steps."""
-    by_task: dict[str, list[Example]] = {}
-    for ex in examples:
-        by_task.setdefault(ex.task, []).append(ex)
+def mixed_batches(examples: Sequence[Example], batch_size: int, steps: int, *,
+                  seed: int) -> Iterator[list[Example]]:
+    """``steps`` batches drawn without replacement from a seeded shuffle, reshuffled each epoch.
+
+    Batches mix the tasks: task-homogeneous batches at a high learning rate made the model swing its
+    output prior from task to task and learn nothing (measured).
+    """
     rng = random.Random(seed)
-    queues: dict[str, list[Example]] = {t: [] for t in by_task}
-    names = sorted(by_task)
-    order: list[str] = []
+    queue: list[Example] = []
     for _ in range(steps):
-        if not order:
-            order = names[:]
-            rng.shuffle(order)
-        task = order.pop()
-        if len(queues[task]) < batch_size:
-            fresh = by_task[task][:]
+        if len(queue) < batch_size:
+            fresh = list(examples)
             rng.shuffle(fresh)
-            queues[task].extend(fresh)
-        yield [queues[task].pop() for _ in range(min(batch_size, len(queues[task])))]
+            queue.extend(fresh)
+        yield [queue.pop() for _ in range(min(batch_size, len(queue)))]
 
 
 def sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example],
@@ -134,7 +128,7 @@ def sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Se
     encoded = {ex: _encode(tokenizer, ex) for ex in examples}
     model.train()
     losses: list[float] = []
-    for batch in task_batches(examples, spec.batch_size, spec.steps, seed=seed):
+    for batch in mixed_batches(examples, spec.batch_size, spec.steps, seed=seed):
         loss = model(**_collate([encoded[ex] for ex in batch], tokenizer.pad_token_id)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
