@@ -625,6 +625,7 @@ def record_from_metrics(metrics: Mapping[str, Any], *, ood: str, method: str, se
     return {
         "ood": ood, "method": method, "seed": int(seed), "split": chosen, "run_dir": run_dir,
         "accuracy": dict(series[-1]), "before": dict(series[0]), "iterations": len(series) - 1,
+        "skipped_steps": metrics.get("skipped_steps"),
         "in_domain_share": dict(in_domain["per_task"]) if in_domain else None,
         "lock_in": {k: bool(v) for k, v in lock["per_task"].items()} if lock else None,
         "timings": {"total": t.get("total"), "setup": t.get("setup"), "eval": t.get("eval"),

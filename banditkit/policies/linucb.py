@@ -52,9 +52,11 @@ _PENDING = 32
 # Contexts per chunk in select_batch: about 2**22 numbers of work space per arm, so few and large trmm
 # calls (a threaded BLAS call can wait milliseconds for a core on a busy machine).
 _CHUNK_NUMBERS = 2**22
-# LinUCB.select_batch screens float64 policies in float32 from these sizes on (module docstring).
-_SCREEN_MIN_ROWS = 32
+# LinUCB.select_batch screens float64 policies in float32 (module docstring) from these sizes on: below
+# them the setup (a float32 copy of each inverse) and the bookkeeping outweigh the faster products.
+_SCREEN_MIN_ROWS = 64
 _SCREEN_MIN_DIM = 64
+_SCREEN_MIN_WORK = 2**22  # rows * dim**2
 # Contexts per chunk of the screen (float32 numbers of work space), for the same reason.
 _SCREEN_CHUNK_NUMBERS = 2**22
 # Rows the screen leaves undecided (near ties) are scored as select scores them up to this many
@@ -99,18 +101,24 @@ def _check_dtype(dtype: Any) -> str:
     return name
 
 
-def _symmetric_abs_row_sums(m: FloatArray, block: int = 128) -> FloatArray:
-    """Row sums of ``|S|`` for the symmetric ``S`` whose upper triangle is that of the square ``m``."""
+def _abs_row_sums(m: FloatArray, asymmetry: bool, block: int = 128) -> tuple[FloatArray, FloatArray]:
+    """Row sums of ``|S|`` for the symmetric ``S`` with the upper triangle of the square ``m``, and (if
+    ``asymmetry``, else zeros) of ``|m - m^T|``; by blocks, which keeps the transposed reads in cache."""
     d = m.shape[0]
     rows = np.zeros(d)
+    asym = np.zeros(d)
     for i in range(0, d, block):
         j = min(i + block, d)
-        off = np.abs(m[i:j, j:])
-        rows[i:j] += off.sum(axis=1)
-        rows[j:] += off.sum(axis=0)
-        diagonal = np.abs(np.triu(m[i:j, i:j]))
-        rows[i:j] += diagonal.sum(axis=1) + diagonal.sum(axis=0) - np.diagonal(diagonal)
-    return rows
+        upper = m[i:j, i:]
+        a = np.abs(upper)
+        a[:, : j - i] = np.triu(a[:, : j - i])
+        rows[i:j] += a.sum(axis=1) - np.diagonal(a)
+        rows[i:] += a.sum(axis=0)
+        if asymmetry:
+            diff = np.abs(upper - m[i:, i:j].T)
+            asym[i:j] += diff.sum(axis=1)
+            asym[j:] += diff[:, j - i:].sum(axis=0)
+    return rows, asym
 
 
 def _gamma(n: int, u: float) -> float:
@@ -545,7 +553,9 @@ class LinUCB(_LinearArms):
         """Choose an arm for each row of ``contexts`` (vectorized over contexts and arms)."""
         xs = self._contexts(contexts, n)
         assert isinstance(xs, np.ndarray)
-        if self._kind == "float64" and xs.shape[0] >= _SCREEN_MIN_ROWS and self._d >= _SCREEN_MIN_DIM:
+        n_rows, d = xs.shape
+        if (self._kind == "float64" and n_rows >= _SCREEN_MIN_ROWS and d >= _SCREEN_MIN_DIM
+                and n_rows * d * d >= _SCREEN_MIN_WORK):
             return self._screened_choices(xs)
         return self._batch_choices(xs)
 
@@ -567,17 +577,17 @@ class LinUCB(_LinearArms):
         if screen is None:
             return self._batch_choices(xs)
         mats, scales, var_err, mean_err = screen
-        norms = np.sqrt(np.einsum("nd,nd->n", xs, xs))
-        usable = (norms >= 2.0**-40) & (norms <= 2.0**40)
-        inverse = np.divide(1.0, norms, out=np.zeros(n), where=usable)
-        # Scores are computed for the unit rows x / ||x||: the same argmax, bounds relative to ||x|| = 1.
-        scores = _one_thread_matmul(xs, np.ascontiguousarray(self._blocks[arms, d].T))
-        scores *= inverse[:, None]
-        errors = np.empty_like(scores)
         alpha = self.alpha
         trmm = _BLAS["float32"].trmm
         chunk = max(256, _SCREEN_CHUNK_NUMBERS // d)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # unusable rows, zero roots
+            norms = np.sqrt(np.einsum("nd,nd->n", xs, xs))
+            usable = (norms >= 2.0**-40) & (norms <= 2.0**40)
+            inverse = np.divide(1.0, norms, out=np.zeros(n), where=usable)
+            # Scores for the unit rows x / ||x||: the same argmax, and bounds relative to ||x|| = 1.
+            scores = _one_thread_matmul(xs, np.ascontiguousarray(self._blocks[arms, d].T))
+            scores *= inverse[:, None]
+            errors = np.empty_like(scores)
             for start in range(0, n, chunk):
                 stop = min(start + chunk, n)
                 unit = xs[start:stop].astype(np.float32)
@@ -684,19 +694,20 @@ class LinUCB(_LinearArms):
         cached = self._abs_bounds.get(arm)
         if cached is not None and cached[0] == count:
             return cached[1], cached[2]
-        m = self._blocks[arm, : self._d]
-        asym = 0.0 if self._triangle else float(np.abs(m - m.T).sum(axis=1).max()) * (1.0 + 2.0**-20)
-        bound = float(_symmetric_abs_row_sums(m).max()) * (1.0 + 2.0**-20) + asym
+        rows, asym_rows = _abs_row_sums(self._blocks[arm, : self._d], not self._triangle)
+        asym = float(asym_rows.max()) * (1.0 + 2.0**-20)  # the factors cover the rounding of the sums
+        bound = float(rows.max()) * (1.0 + 2.0**-20) + asym
         self._abs_bounds[arm] = (count, bound, asym)
         return bound, asym
 
     def _screen_matrix(self, arm: int, e: int) -> FloatArray:
-        """float32 ``(2 triu(M) - diag(M)) * 2**-e`` for the arm's inverse ``M`` (only the upper triangle
-        is set and read), so that ``x^T M x = 2**e * x . (mat^T x)``."""
+        """float32 ``(2 triu(M) - diag(M)) * 2**-e`` for the arm's inverse ``M`` (the upper triangle, all
+        that ``trmm`` reads), so that ``x^T M x = 2**e * x . (mat^T x)``."""
         d = self._d
         m = self._blocks[arm, :d]
         mat = np.empty((d, d), dtype=np.float32)
-        np.multiply(m, 2.0 ** (1 - e), out=mat, casting="same_kind")
+        with np.errstate(over="ignore"):  # the lower triangle is not read (stale from the triangle size on)
+            np.multiply(m, 2.0 ** (1 - e), out=mat, casting="same_kind")
         np.fill_diagonal(mat, np.diagonal(m) * 2.0**-e)
         return mat
 

@@ -24,7 +24,7 @@ import numpy as np
 
 TASKS: tuple[str, ...] = ("math", "yesno", "mcq")
 STOP = "\n"
-ANSWER_CUE = "Answer:"
+ANSWER_CUE = "A:"
 LETTERS = ("A", "B", "C", "D")
 DEFAULT_SPLIT_ORDER = ("test", "dev", "train")
 
@@ -71,23 +71,22 @@ def _two_names(rng: np.random.Generator) -> tuple[str, str]:
 def _math_add(rng: np.random.Generator) -> tuple[str, str]:
     n, m = _two_names(rng)
     o = _OBJECTS[int(rng.integers(len(_OBJECTS)))]
-    a, b = int(rng.integers(10, 100)), int(rng.integers(1, 10))
-    kind = int(rng.integers(3))
-    text = (f"{n} has {a} {o} and gets {b} more. How many {o} now?",
-            f"{n} has {a} {o}. {m} gives {n} {b} more. How many {o} now?",
-            f"A box has {a} {o}. {n} puts in {b}. How many {o} now?")[kind]
-    return _q(text), str(a + b)
+    a, b = (int(x) for x in rng.integers(1, 10, size=2))
+    text = (f"{n} has {a} {o} and gets {b} more.",
+            f"{n} has {a} {o}. {m} gives {n} {b}.",
+            f"A box has {a} {o}. {n} adds {b}.")[int(rng.integers(3))]
+    return _q(f"{text} How many now?"), str(a + b)
 
 
 def _math_sub(rng: np.random.Generator) -> tuple[str, str]:
     n, m = _two_names(rng)
     o = _OBJECTS[int(rng.integers(len(_OBJECTS)))]
-    a, b = int(rng.integers(10, 100)), int(rng.integers(1, 10))
-    kind = int(rng.integers(3))
-    text = (f"{n} has {a} {o} and gives away {b}. How many {o} now?",
-            f"{n} has {a} {o}. {n} gives {m} {b}. How many {o} now?",
-            f"A box has {a} {o}. {n} takes out {b}. How many {o} now?")[kind]
-    return _q(text), str(a - b)
+    b, c = (int(x) for x in rng.integers(1, 10, size=2))
+    a = b + c
+    text = (f"{n} has {a} {o} and gives away {b}.",
+            f"{n} has {a} {o} and loses {b}.",
+            f"A box has {a} {o}. {n} takes {b}.")[int(rng.integers(3))]
+    return _q(f"{text} How many now?"), str(c)
 
 
 def _yes(rng: np.random.Generator) -> tuple[bool, str]:

@@ -32,6 +32,7 @@ from laser_app.compare import (
     record_from_metrics,
     render_compare,
     report_compare,
+    shared_settings,
     summarize,
     write_csv,
 )
@@ -129,6 +130,16 @@ def test_run_flags() -> None:
         with pytest.raises(LaserError, match=None) as err:
             parse_run_flags(args)
         assert message in str(err.value), (args, str(err.value))
+
+
+def test_shared_settings_from_a_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('policy = "lints"\nseed = 4\nood = "noise"\niterations = 2\nbatch-size = 4\n')
+    shared = shared_settings(cfg, {"iterations": "3", "lr": None})
+    assert shared.values == {"iterations": "3", "batch_size": 4}  # flags win; the file's policy and seed go
+    assert shared.dropped == ["policy", "seed"] and shared.ood == "noise"
+    with pytest.raises(MethodError, match="unknown setting 'colour'"):
+        shared_settings(None, {"colour": "red"})
 
 
 # ------------------------------------------------------------------------------------------ summary
