@@ -188,6 +188,7 @@ def test_batch_choices_equal_repeated_select() -> None:
         choices = policy.select_batch(batch)
         assert choices.tolist() == [policy.select(x) for x in batch]
         assert choices.tolist() == policy._batch_choices(batch).tolist()
+        assert policy.select_batch(np.asfortranarray(batch)).tolist() == choices.tolist()
 
 
 # --------------------------------------------------------------------- summary

@@ -590,7 +590,7 @@ class LinUCB(_LinearArms):
             errors = np.empty_like(scores)
             for start in range(0, n, chunk):
                 stop = min(start + chunk, n)
-                unit = xs[start:stop].astype(np.float32)
+                unit = xs[start:stop].astype(np.float32, order="C")  # trmm works in place on C rows
                 unit *= inverse[start:stop, None].astype(np.float32)
                 work = np.empty_like(unit)
                 for j, mat in enumerate(mats):

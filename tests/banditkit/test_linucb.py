@@ -338,3 +338,40 @@ def test_bad_input_leaves_the_state_untouched(dim: int) -> None:
     assert policy.select([1] * dim) == policy.select(np.ones(dim, dtype=np.float32)) == policy.select(x)
     policy.update(np.int64(1), 1, [1] * dim)  # type: ignore[arg-type]
     assert policy.state_dict()["state"]["counts"][1] == before["state"]["counts"][1] + 1
+
+
+def test_fresh_policy_ties_go_to_the_lowest_arm() -> None:
+    rng = np.random.default_rng(3)
+    for n_arms, dim in ((3, 8), (5, 128)):
+        policy = LinUCB(n_arms, dim, alpha=1.0, seed=0)
+        xs = rng.normal(size=(200, dim))
+        assert all(policy.select(x) == 0 for x in xs)
+        assert np.all(policy.select_batch(xs) == 0)
+
+
+def test_select_batch_matches_select_on_large_and_fortran_ordered_batches() -> None:
+    rng = np.random.default_rng(4)
+    policy = LinUCB(4, 384, alpha=0.5, seed=0)
+    for _ in range(300):
+        x = rng.normal(size=384)
+        arm = policy.select(x)
+        policy.update(arm, float(rng.random()), x)
+    xs = rng.normal(size=(500, 384))
+    expected = np.array([policy.select(x) for x in xs])
+    np.testing.assert_array_equal(policy.select_batch(xs), expected)
+    np.testing.assert_array_equal(policy.select_batch(np.asfortranarray(xs)), expected)
+
+
+def test_near_duplicate_arms_choose_like_select() -> None:
+    rng = np.random.default_rng(5)
+    policy = LinUCB(2, 128, alpha=0.5, seed=0)
+    for _ in range(200):
+        x = rng.normal(size=128)
+        r = float(rng.random())
+        policy.update(0, r, x)
+        policy.update(1, r, x)
+    state = policy.state_dict()
+    state["state"]["b"][1] = state["state"]["b"][0] * (1 + 1e-13 * rng.normal(size=128))
+    policy.load_state_dict(state)
+    xs = rng.normal(size=(300, 128))
+    np.testing.assert_array_equal(policy.select_batch(xs), [policy.select(x) for x in xs])
