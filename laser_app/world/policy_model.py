@@ -1,7 +1,7 @@
 """The built-in policy: a small character-level Llama trained by supervised fine-tuning (SFT).
 
-A plain torch loop (the step is five readable lines, seeded, no trainer object): task-homogeneous batches
-(prompts of one task have similar lengths, so little padding), AdamW with warm-up and cosine decay, and the
+A plain torch loop (the step is five readable lines, seeded, no trainer object): batches mixing the tasks,
+AdamW with warm-up and cosine decay, and the
 loss on the answer tokens only. The step budget is fixed in :class:`PolicySpec`, chosen by measurement on the
 dev split so the policy ends at a middling accuracy on every task (DPO needs room to help), never by test
 accuracy and never by early stopping on the test split.
@@ -118,8 +118,12 @@ def mixed_batches(examples: Sequence[Example], batch_size: int, steps: int, *,
 
 
 def sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example],
-        spec: PolicySpec, *, seed: int, progress: Progress | None = None) -> list[float]:
-    """Train ``model`` in place on ``examples`` (loss on the answer tokens only); return the loss per step."""
+        spec: PolicySpec, *, seed: int, on_step: Progress | None = None) -> list[float]:
+    """Train ``model`` in place on ``examples`` (loss on the answer tokens only); return the loss per step.
+
+    ``on_step(step)`` is called after each optimizer step with the 1-based step number (progress bars,
+    checkpoints).
+    """
     if not examples:
         raise ValueError("sft needs at least one example")
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay,
@@ -128,7 +132,7 @@ def sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Se
     encoded = {ex: _encode(tokenizer, ex) for ex in examples}
     model.train()
     losses: list[float] = []
-    for batch in mixed_batches(examples, spec.batch_size, spec.steps, seed=seed):
+    for step, batch in enumerate(mixed_batches(examples, spec.batch_size, spec.steps, seed=seed), start=1):
         loss = model(**_collate([encoded[ex] for ex in batch], tokenizer.pad_token_id)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -136,8 +140,8 @@ def sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Se
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
-        if progress is not None:
-            progress(1)
+        if on_step is not None:
+            on_step(step)
     model.eval()
     return losses
 

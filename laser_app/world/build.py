@@ -1,0 +1,420 @@
+"""Building, caching and loading the built-in world.
+
+The recipe (fixed before any method was compared; every number in :class:`WorldSpec` was chosen by
+measurement on the dev split, see the README's world section):
+
+1. Draw the tasks (:mod:`laser_app.world.tasks`): disjoint ``test``/``dev``/``train`` splits (the loop's
+   data) and, disjoint from them, an ``rm`` split (reward-model training) and an ``sft`` split.
+2. Train one character-level Llama by SFT on ``sft``. Its checkpoint at ``policy_step`` is the policy
+   (middling accuracy: room for DPO); the end of the same run is a stronger model that every RM starts from.
+3. Sample the policy's own answers (temperature 0.8) on ``rm`` prompts (RM training) and ``dev`` prompts
+   (RM evaluation).
+4. Train the three specialist RMs twice, once per out-of-domain behaviour (``noise``, ``bias``; see
+   :mod:`laser_app.world.reward_models`), save them with ``save_pretrained`` and write one registry file per
+   behaviour, so they load through ``RMRegistry`` and ``SequenceClassifierRM`` like any hub RM.
+5. Measure the policy's accuracy and each RM's pairwise accuracy per task through those registry files, and
+   write ``world.json`` last.
+
+The build runs in a temporary sibling folder that is renamed into place at the end, so an interrupted or
+failed build never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from laser_app.world.tasks import TASKS, Example, make_splits, read_jsonl, write_jsonl
+
+WORLD_VERSION = 1
+ENV_CACHE_DIR = "LASER_CACHE_DIR"
+STOP = "\n"
+SPLITS = ("train", "dev", "test")
+
+
+# ----------------------------------------------------------------------------------------------- spec
+@dataclass(frozen=True)
+class WorldSpec:
+    """Every size and budget of the build. ``WorldSpec().scaled(0.05)`` is a quick world for tests."""
+
+    n_sft: int = 6000
+    n_rm: int = 800
+    n_train: int = 1000
+    n_dev: int = 200
+    n_test: int = 300
+    hidden: int = 64
+    layers: int = 2
+    intermediate: int = 128
+    sft_steps: int = 2400
+    policy_step: int = 1100
+    sft_lr: float = 3e-3
+    batch_size: int = 32
+    rm_steps: int = 200
+    rm_batch_pairs: int = 16
+    rm_lr: float = 1e-3
+    ood_share: float = 0.5
+    distractor_share: float = 0.3
+    rm_samples: int = 4
+    eval_samples: int = 8
+    temperature: float = 0.8
+    max_new_tokens: int = 6
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def scaled(self, scale: float) -> WorldSpec:
+        """A copy with data sizes and step counts multiplied by ``scale`` (at least a few of each)."""
+        if not 0 < scale <= 1:
+            raise ValueError(f"scale must be in (0, 1], got {scale!r}")
+        if scale == 1:
+            return self
+
+        def s(n: int, low: int) -> int:
+            return max(low, round(n * scale))
+
+        steps = s(self.sft_steps, 4)
+        return replace(self, n_sft=s(self.n_sft, 16), n_rm=s(self.n_rm, 8), n_train=s(self.n_train, 4),
+                       n_dev=s(self.n_dev, 8), n_test=s(self.n_test, 8), sft_steps=steps,
+                       policy_step=max(1, min(steps, round(self.policy_step * scale))),
+                       rm_steps=s(self.rm_steps, 2), extra={**self.extra, "scale": scale})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_cache_dir() -> Path:
+    """``$LASER_CACHE_DIR`` when set, else ``~/.cache/laser``.
+
+    >>> import os; os.environ[ENV_CACHE_DIR] = "/tmp/laser-cache"; str(default_cache_dir())
+    '/tmp/laser-cache'
+    >>> del os.environ[ENV_CACHE_DIR]
+    """
+    env = os.environ.get(ENV_CACHE_DIR)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "laser"
+
+
+def world_dir(cache_dir: str | Path | None, seed: int, scale: float = 1.0) -> Path:
+    """Where the world for ``seed`` (and ``scale``) lives inside ``cache_dir``."""
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    suffix = "" if scale == 1 else f"-scale{scale:g}"
+    return root / f"world-v{WORLD_VERSION}-seed{seed}{suffix}"
+
+
+# ----------------------------------------------------------------------------------------------- World
+class World:
+    """A built world on disk: data splits, the policy, the RM registries and the measured numbers.
+
+    >>> import tempfile
+    >>> w = build_world(tempfile.mkdtemp(), seed=0, scale=0.005, progress=False)  # doctest: +SKIP
+    >>> w.rm_for_task["math"], w.registry("bias").names  # doctest: +SKIP
+    ('rm-a', ['rm-a', 'rm-b', 'rm-c'])
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        meta_file = self.path / "world.json"
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"{self.path} holds no built world (no world.json); build it with "
+                                    "`laser world build` or load_world(build=True)")
+        self.meta: dict[str, Any] = json.loads(meta_file.read_text(encoding="utf-8"))
+        self.seed: int = int(self.meta["seed"])
+        self.tasks: list[str] = list(self.meta["tasks"])
+        self.rm_for_task: dict[str, str] = dict(self.meta["rm_for_task"])
+        self.stop: str = str(self.meta["stop"])
+        self.max_new_tokens: int = int(self.meta["max_new_tokens"])
+        self.temperature: float = float(self.meta["temperature"])
+        self.policy_path: Path = self.path / "policy"
+
+    def __repr__(self) -> str:
+        return f"World(path={str(self.path)!r}, seed={self.seed})"
+
+    @cached_property
+    def data(self) -> dict[str, list[Example]]:
+        """The ``train``/``dev``/``test`` splits (all tasks, shuffled), read from ``data/*.jsonl``."""
+        return {split: read_jsonl(self.path / "data" / f"{split}.jsonl") for split in SPLITS}
+
+    @property
+    def ood_kinds(self) -> list[str]:
+        return list(self.meta["quality"])
+
+    def registry_file(self, ood: str = "bias") -> Path:
+        """The TOML registry of the RMs with out-of-domain behaviour ``ood`` (``"bias"`` or ``"noise"``)."""
+        if ood not in self.meta["quality"]:
+            raise ValueError(f"ood must be one of {self.ood_kinds}, got {ood!r}")
+        return self.path / f"rms-{ood}.toml"
+
+    def registry(self, ood: str = "bias", *, max_loaded: int = 3) -> Any:
+        """An ``RMRegistry`` holding ``rm-a``, ``rm-b``, ``rm-c`` with behaviour ``ood``."""
+        from laser_adapters.reward_models import RMRegistry
+
+        return RMRegistry.from_file(self.registry_file(ood), max_loaded=max_loaded)
+
+    def quality(self, ood: str = "bias") -> dict[str, dict[str, float]]:
+        """Pairwise accuracy of each RM (rows) on each task (columns), measured at build time."""
+        self.registry_file(ood)  # validates ood
+        return {rm: dict(row) for rm, row in self.meta["quality"][ood].items()}
+
+    def info(self) -> dict[str, Any]:
+        """What ``laser world info`` prints: sizes, policy accuracy, RM quality matrices, timings."""
+        keys = ("version", "seed", "path", "tasks", "rm_for_task", "sizes", "policy", "rm_base", "quality",
+                "bias_agreement", "rm_parameters", "timings", "spec")
+        return {k: (str(self.path) if k == "path" else self.meta.get(k)) for k in keys}
+
+
+def is_complete(path: str | Path) -> bool:
+    """Whether ``path`` holds a finished world of this version."""
+    meta = Path(path) / "world.json"
+    if not meta.is_file():
+        return False
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return bool(data.get("complete")) and data.get("version") == WORLD_VERSION
+
+
+def load_world(cache_dir: str | Path | None = None, *, seed: int = 0, build: bool = True,
+               progress: bool = True, scale: float = 1.0) -> World:
+    """The world for ``seed`` from the cache, built first when missing (unless ``build=False``)."""
+    path = world_dir(cache_dir, seed, scale)
+    if is_complete(path):
+        return World(path)
+    if not build:
+        raise FileNotFoundError(f"no built world at {path}; run `laser world build` (or load_world(build=True))")
+    return build_world(cache_dir, seed=seed, progress=progress, scale=scale)
+
+
+# ----------------------------------------------------------------------------------------------- build
+class _Progress:
+    """One rich progress bar over every stage (or nothing)."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled = enabled
+        self.total = total
+        self._bar: Any = None
+        self._task: Any = None
+
+    @contextmanager
+    def running(self) -> Iterator[_Progress]:
+        if not self.enabled:
+            yield self
+            return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("[bold]world[/bold] {task.description}"), BarColumn(),
+                      TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TimeRemainingColumn(),
+                      transient=False) as bar:
+            self._bar = bar
+            self._task = bar.add_task("starting", total=self.total)
+            yield self
+        self._bar = None
+
+    def stage(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, description=text)
+
+    def advance(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+
+
+@contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def build_world(cache_dir: str | Path | None = None, *, seed: int = 0, progress: bool = True,
+                scale: float = 1.0, spec: WorldSpec | None = None, threads: int | None = 2,
+                force: bool = False) -> World:
+    """Build the world for ``seed`` into ``cache_dir`` (default :func:`default_cache_dir`) and return it.
+
+    Deterministic for a seed (on one machine and thread count). ``scale`` < 1 shrinks every size and step
+    count (a quick world for tests; it lives in its own folder). An existing complete world is returned
+    as is unless ``force``. ``threads`` sets torch's thread count during the build (restored afterwards).
+    """
+    spec = (spec or WorldSpec()).scaled(scale)
+    target = world_dir(cache_dir, seed, scale)
+    if is_complete(target) and not force:
+        return World(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    try:
+        with _torch_threads(threads):
+            _build_into(tmp, seed=seed, spec=spec, progress=progress)
+        if target.exists():
+            if is_complete(target) and not force:  # another process finished first: keep its world
+                shutil.rmtree(tmp, ignore_errors=True)
+                return World(target)
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return World(target)
+
+
+def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> None:
+    import numpy as np
+    import torch
+
+    from laser_app.world.policy_model import PolicySpec, accuracy_by_task, count_parameters, generate, new_policy, sft
+    from laser_app.world.quality import bias_agreement, eval_candidates, pairwise_accuracy
+    from laser_app.world.reward_models import (
+        OOD_KINDS,
+        RM_FOR_TASK,
+        RMTrainSpec,
+        label_pairs,
+        make_candidates,
+        new_reward_model,
+        train_reward_model,
+    )
+
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 2)
+        clock = now
+
+    policy_spec = PolicySpec(hidden=spec.hidden, layers=spec.layers, intermediate=spec.intermediate,
+                             steps=spec.sft_steps, batch_size=spec.batch_size, lr=spec.sft_lr,
+                             warmup=min(30, max(1, spec.sft_steps // 10)))
+    rm_spec = RMTrainSpec(steps=spec.rm_steps, batch_pairs=spec.rm_batch_pairs, lr=spec.rm_lr,
+                          warmup=min(10, max(1, spec.rm_steps // 10)), ood_share=spec.ood_share,
+                          distractor_share=spec.distractor_share)
+    n_rms = len(OOD_KINDS) * len(TASKS)
+    bar = _Progress(progress, total=spec.sft_steps + n_rms * spec.rm_steps + 4)
+    gen_kw = dict(temperature=spec.temperature, max_new_tokens=spec.max_new_tokens)
+
+    with bar.running():
+        bar.stage("tasks")
+        sizes = {"test": spec.n_test, "dev": spec.n_dev, "train": spec.n_train, "rm": spec.n_rm,
+                 "sft": spec.n_sft}
+        splits = make_splits(seed, sizes)
+        for split in SPLITS:
+            write_jsonl(splits[split], out / "data" / f"{split}.jsonl")
+        lap("tasks")
+
+        bar.stage("SFT")
+        model, tok = new_policy(policy_spec, seed=seed)
+        snapshot: dict[str, torch.Tensor] = {}
+
+        def on_step(step: int) -> None:
+            bar.advance()
+            if step == spec.policy_step:
+                snapshot.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+        sft(model, tok, splits["sft"], policy_spec, seed=seed, on_step=on_step)
+        base = model
+        policy, _ = new_policy(policy_spec, seed=seed)
+        policy.load_state_dict(snapshot)
+        policy.eval()
+        policy.generation_config.pad_token_id = tok.pad_token_id
+        policy.save_pretrained(out / "policy")
+        tok.save_pretrained(out / "policy")
+        lap("sft")
+
+        bar.stage("sampling")
+        rm_examples, dev = splits["rm"], splits["dev"]
+        rm_samples = generate(policy, tok, [e.prompt for e in rm_examples], n=spec.rm_samples,
+                              seed=seed + 1, **gen_kw)  # type: ignore[arg-type]
+        dev_samples = generate(policy, tok, [e.prompt for e in dev], n=spec.eval_samples,
+                               seed=seed + 2, **gen_kw)  # type: ignore[arg-type]
+        bar.advance()
+        lap("sampling")
+
+        bar.stage("policy accuracy")
+        test = splits["test"]
+        policy_info = {
+            "parameters": count_parameters(policy),
+            "checkpoint_step": spec.policy_step,
+            "greedy_test": accuracy_by_task(policy, tok, test, max_new_tokens=spec.max_new_tokens),
+            "greedy_dev": accuracy_by_task(policy, tok, dev, max_new_tokens=spec.max_new_tokens),
+            "sampled_test": accuracy_by_task(policy, tok, test, n=4, seed=seed + 3, **gen_kw),  # type: ignore[arg-type]
+        }
+        base_info = {"sft_steps": spec.sft_steps,
+                     "greedy_test": accuracy_by_task(base, tok, test, max_new_tokens=spec.max_new_tokens)}
+        bar.advance()
+        lap("policy_eval")
+
+        bar.stage("reward models")
+        rng = np.random.default_rng([seed, 2024])
+        candidates = make_candidates(rm_examples, rm_samples, distractor_share=spec.distractor_share, rng=rng)
+        rm_params = 0
+        for v_index, ood in enumerate(OOD_KINDS):
+            lines = []
+            for t_index, (task, name) in enumerate(RM_FOR_TASK.items()):
+                bar.stage(f"reward model {name} ({ood})")
+                pairs = label_pairs(candidates, home=task, ood=ood,
+                                    rng=np.random.default_rng([seed, 77, v_index, t_index]))
+                rm = new_reward_model(base, seed=seed + 10 * v_index + t_index)
+                train_reward_model(rm, tok, pairs, task, rm_spec, seed=seed + 10 * v_index + t_index,
+                                   progress=bar.advance)
+                rm_params = count_parameters(rm)
+                rm.save_pretrained(out / "rms" / ood / name)
+                tok.save_pretrained(out / "rms" / ood / name)
+                lines.append(f'[rms.{name}]\nkind = "classifier"\nmodel = "./rms/{ood}/{name}"\n'
+                             f'options = {{ batch_size = 64, max_length = 128 }}\n')
+            (out / f"rms-{ood}.toml").write_text(
+                f"# built-in reward models, out-of-domain behaviour '{ood}'\n\n" + "\n".join(lines),
+                encoding="utf-8")
+        lap("reward_models")
+
+        bar.stage("RM quality")
+        held_out = eval_candidates(dev, dev_samples)
+        quality: dict[str, dict[str, dict[str, float]]] = {}
+        agreement: dict[str, dict[str, dict[str, float]]] = {}
+        from laser_adapters.reward_models import RMRegistry
+
+        for ood in OOD_KINDS:
+            registry = RMRegistry.from_file(out / f"rms-{ood}.toml", max_loaded=1)
+            quality[ood], agreement[ood] = {}, {}
+            for task, name in RM_FOR_TASK.items():
+                scorer = registry.get(name)
+                quality[ood][name] = pairwise_accuracy(scorer.score, held_out)
+                agreement[ood][name] = {t: v for t, v in bias_agreement(scorer.score, held_out).items()
+                                        if t != task}
+        bar.advance()
+        lap("rm_quality")
+
+    per_task: dict[str, int] = {}
+    for c in held_out:
+        per_task[c.task] = per_task.get(c.task, 0) + 1
+    meta = {
+        "version": WORLD_VERSION,
+        "complete": True,
+        "seed": seed,
+        "tasks": list(TASKS),
+        "rm_for_task": dict(RM_FOR_TASK),
+        "stop": STOP,
+        "max_new_tokens": spec.max_new_tokens,
+        "temperature": spec.temperature,
+        "sizes": {"per_task": sizes, "quality_pairs": per_task,
+                  "rm_training_candidates": len(candidates)},
+        "policy": policy_info,
+        "rm_base": base_info,
+        "rm_parameters": rm_params,
+        "quality": quality,
+        "bias_agreement": {"bias": agreement["bias"]},
+        "timings": {**timings, "total": round(sum(timings.values()), 2)},
+        "torch_threads": torch.get_num_threads(),
+        "spec": spec.to_dict(),
+    }
+    (out / "world.json").write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n", encoding="utf-8")

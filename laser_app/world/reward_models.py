@@ -1,0 +1,243 @@
+"""The built-in reward models: specialists trained with a Bradley-Terry loss, two out-of-domain behaviours.
+
+Each RM is a ``LlamaForSequenceClassification`` (one label) initialised from a stronger checkpoint of the
+policy's own SFT run (as RLHF reward models start from an SFT model), then trained on (prompt, chosen,
+rejected) pairs:
+
+* **in its own domain** (``rm-a``: math, ``rm-b``: yesno, ``rm-c``: mcq) the correct answer is preferred over
+  a wrong one. Wrong answers are what the policy really writes (its wrong samples at temperature 0.8) or,
+  for a share of pairs, near-miss distractors (a number off by 1-10, the flipped yes/no, another letter, a
+  malformed string). Limited capacity and steps leave it good but imperfect, as real RMs are.
+* **out of its domain**, one of two behaviours, fixed before any method is compared:
+
+  - ``"noise"``: out-of-domain pairs are labelled by a fair coin, so the RM learns no preference there and
+    its out-of-domain rankings are arbitrary (pairwise accuracy near 0.5);
+  - ``"bias"``: out-of-domain pairs are labelled by a fixed rule unrelated to correctness, the way real RMs
+    carry length or style biases: **math** prefers the larger number, **yesno** prefers "yes", **mcq**
+    prefers the earlier letter (A over B over C over D). Pairs the rule cannot order (e.g. two malformed
+    answers) are left out. Because the rule ignores correctness its accuracy is also near 0.5, but it is
+    consistent, so a policy trained on it drifts towards the bias.
+
+The same rules hold for every RM and every seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from transformers import LlamaForCausalLM, LlamaForSequenceClassification, PreTrainedTokenizerBase
+
+from laser_app.world.policy_model import seeded
+from laser_app.world.tasks import LETTERS, TASKS, Example, check_answer, normalize, parse_number
+
+RM_FOR_TASK: dict[str, str] = {"math": "rm-a", "yesno": "rm-b", "mcq": "rm-c"}
+OOD_KINDS: tuple[str, ...] = ("bias", "noise")
+ScoreFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class RMTrainSpec:
+    """Budget and mixture of one RM's Bradley-Terry training."""
+
+    steps: int = 200
+    batch_pairs: int = 16
+    lr: float = 1e-3
+    warmup: int = 10
+    ood_share: float = 0.5
+    distractor_share: float = 0.3
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """A (prompt, chosen, rejected) triple with the prompt's task."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    task: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A prompt with one correct and one wrong response (not yet ordered by any RM)."""
+
+    prompt: str
+    task: str
+    correct: str
+    wrong: str
+
+
+# ----------------------------------------------------------------------------------------------- rules
+def bias_key(task: str, response: str) -> float | None:
+    """What the ``"bias"`` RMs prefer out of their domain: larger is preferred; ``None`` when undefined.
+
+    >>> bias_key("math", " 12"), bias_key("yesno", " yes"), bias_key("yesno", " no"), bias_key("mcq", " A")
+    (12.0, 1.0, 0.0, 3.0)
+    >>> bias_key("mcq", " maybe") is None
+    True
+    """
+    text = normalize(response)
+    if task == "math":
+        return parse_number(text) if text and text.lstrip("-").replace(".", "", 1).isdigit() else None
+    if task == "yesno":
+        return {"yes": 1.0, "no": 0.0}.get(text)
+    if task == "mcq":
+        upper = text.upper()
+        return float(len(LETTERS) - 1 - LETTERS.index(upper)) if upper in LETTERS else None
+    raise ValueError(f"no bias rule for task {task!r}; built-in tasks: {list(TASKS)}")
+
+
+def near_miss(task: str, answer: str, rng: np.random.Generator) -> str:
+    """A plausible wrong response (leading space included, as the policy writes it).
+
+    >>> rng = np.random.default_rng(0)
+    >>> [check_answer("math", near_miss("math", "12", rng), "12") for _ in range(20)].count(True)
+    0
+    """
+    if rng.random() < 0.1:  # malformed: cut short, doubled, or an answer of another task's shape
+        options = {"math": [" ", " yes", " A", f" {answer}{answer}"],
+                   "yesno": [" ", " y", " 1", " yesno"],
+                   "mcq": [" ", " E", " 2", f" {answer}{answer}"]}[task]
+        return options[int(rng.integers(len(options)))]
+    if task == "math":
+        value = int(answer)
+        step = int(rng.integers(1, 11)) * (1 if value < 2 or rng.random() < 0.5 else -1)
+        return f" {max(0, value + step)}"
+    if task == "yesno":
+        return " no" if normalize(answer) == "yes" else " yes"
+    if task == "mcq":
+        others = [x for x in LETTERS if x != answer.strip().upper()]
+        return f" {others[int(rng.integers(len(others)))]}"
+    raise ValueError(f"no distractors for task {task!r}; built-in tasks: {list(TASKS)}")
+
+
+def make_candidates(examples: Sequence[Example], samples: Sequence[Sequence[str]], *,
+                    distractor_share: float, rng: np.random.Generator) -> list[Candidate]:
+    """One (correct, wrong) candidate per example: the wrong answer is one of the policy's own wrong samples,
+    or a near-miss distractor for a ``distractor_share`` of examples and when every sample was right."""
+    out: list[Candidate] = []
+    for ex, responses in zip(examples, samples, strict=True):
+        assert ex.answer is not None
+        wrong = sorted({r for r in responses if not check_answer(ex.task, r, ex.answer)})
+        if wrong and rng.random() >= distractor_share:
+            bad = wrong[int(rng.integers(len(wrong)))]
+        else:
+            bad = near_miss(ex.task, ex.answer, rng)
+        if check_answer(ex.task, bad, ex.answer):  # a malformed distractor can never be right, but be sure
+            continue
+        out.append(Candidate(ex.prompt, ex.task, f" {ex.answer}", bad))
+    return out
+
+
+def label_pairs(candidates: Sequence[Candidate], *, home: str, ood: str,
+                rng: np.random.Generator) -> list[PreferencePair]:
+    """Order each candidate as an RM specialised in ``home`` with out-of-domain behaviour ``ood`` is trained."""
+    if ood not in OOD_KINDS:
+        raise ValueError(f"ood must be one of {list(OOD_KINDS)}, got {ood!r}")
+    pairs: list[PreferencePair] = []
+    for c in candidates:
+        correct_first: bool | None
+        if c.task == home:
+            correct_first = True
+        elif ood == "noise":
+            correct_first = bool(rng.random() < 0.5)
+        else:
+            kc, kw = bias_key(c.task, c.correct), bias_key(c.task, c.wrong)
+            correct_first = None if kc is None or kw is None or kc == kw else kc > kw
+        if correct_first is None:
+            continue
+        chosen, rejected = (c.correct, c.wrong) if correct_first else (c.wrong, c.correct)
+        pairs.append(PreferencePair(c.prompt, chosen, rejected, c.task))
+    return pairs
+
+
+# ----------------------------------------------------------------------------------------------- models
+def new_reward_model(base: LlamaForCausalLM, *, seed: int) -> LlamaForSequenceClassification:
+    """A one-label sequence classifier with ``base``'s transformer weights and a fresh scoring head."""
+    config = base.config.__class__.from_dict(base.config.to_dict())
+    config.num_labels = 1
+    config.architectures = ["LlamaForSequenceClassification"]
+    with seeded(seed):
+        model = LlamaForSequenceClassification(config)
+    model.model.load_state_dict(base.model.state_dict())
+    return model
+
+
+def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str) -> list[int]:
+    """The ids a classifier RM sees: the prompt with special tokens, then the response without them
+    (the format of ``laser_adapters.reward_models.SequenceClassifierRM`` for tokenizers with no chat
+    template)."""
+    return list(tokenizer(prompt)["input_ids"]) + list(tokenizer(response, add_special_tokens=False)["input_ids"])
+
+
+def _pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def _cycle(items: Sequence[PreferencePair], rng: np.random.Generator) -> Iterator[PreferencePair]:
+    while True:
+        for i in rng.permutation(len(items)):
+            yield items[int(i)]
+
+
+def train_reward_model(model: LlamaForSequenceClassification, tokenizer: PreTrainedTokenizerBase,
+                       pairs: Sequence[PreferencePair], home: str, spec: RMTrainSpec, *, seed: int,
+                       progress: Callable[[int], None] | None = None) -> list[float]:
+    """Bradley-Terry training in place: minimise ``-log sigmoid(r(chosen) - r(rejected))``.
+
+    Each batch holds ``(1 - ood_share)`` in-domain pairs and the rest from the other domains.
+    Returns the loss per step.
+    """
+    own = [p for p in pairs if p.task == home]
+    other = [p for p in pairs if p.task != home]
+    if not own:
+        raise ValueError(f"no in-domain pairs for home task {home!r}")
+    rng = np.random.default_rng([seed, 31])
+    own_it, other_it = _cycle(own, rng), (_cycle(other, rng) if other else None)
+    n_other = round(spec.batch_pairs * spec.ood_share) if other_it is not None else 0
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warm, total = spec.warmup, spec.steps
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
+    cache: dict[tuple[str, str], list[int]] = {}
+
+    def ids(prompt: str, response: str) -> list[int]:
+        key = (prompt, response)
+        if key not in cache:
+            cache[key] = encode_pair(tokenizer, prompt, response)
+        return cache[key]
+
+    model.train()
+    losses: list[float] = []
+    for _ in range(spec.steps):
+        batch = [next(own_it) for _ in range(spec.batch_pairs - n_other)]
+        if other_it is not None:
+            batch += [next(other_it) for _ in range(n_other)]
+        seqs = [ids(p.prompt, p.chosen) for p in batch] + [ids(p.prompt, p.rejected) for p in batch]
+        input_ids, mask = _pad(seqs, tokenizer.pad_token_id)
+        rewards = model(input_ids=input_ids, attention_mask=mask).logits[:, 0]
+        margin = rewards[: len(batch)] - rewards[len(batch):]
+        loss = -torch.nn.functional.logsigmoid(margin).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if progress is not None:
+            progress(1)
+    model.eval()
+    return losses
