@@ -37,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         app(args=list(argv) if argv is not None else None, prog_name="laser")
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except KeyboardInterrupt:  # a run folder in progress is already marked failed
+        print("laser: interrupted", file=sys.stderr)
+        return 130
     except Exception as err:  # a user error raised outside a command body (commands handle their own)
         lines = user_error_lines(err)
         if lines is None:

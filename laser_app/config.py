@@ -111,6 +111,9 @@ class RunConfig(BaseModel):
         "Evaluation JSONL with `prompt`, `answer`, optional `task` (default: the built-in dev and test "
         "splits when --data is not given, else no evaluation)."))
     world_seed: int = Field(0, ge=0, description="Seed of the built-in world (its tasks, policy and RMs).")
+    world_scale: float = Field(1.0, gt=0, le=1, description=(
+        "Shrink the built-in world's data and training budgets by this factor (a quick world for tests; "
+        "1 = the real world)."))
     cache_dir: Path | None = Field(None, description=(
         "Built-in world cache folder (default: $LASER_CACHE_DIR or ~/.cache/laser)."))
     device: str = Field("cpu", description="Torch device for the policy (cpu, cuda, cuda:1, mps or auto).")

@@ -303,7 +303,8 @@ def _load_world(config: RunConfig, *, progress: bool) -> Any:
     from laser_app.world import load_world
 
     try:
-        return load_world(config.cache_dir, seed=config.world_seed, build=True, progress=progress)
+        return load_world(config.cache_dir, seed=config.world_seed, build=True, progress=progress,
+                          scale=config.world_scale)
     except (OSError, ValueError) as err:
         raise LaserError(f"could not load the built-in world: {err}") from err
 

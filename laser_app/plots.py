@@ -125,7 +125,7 @@ def plot_accuracy(accuracy: Mapping[str, Sequence[Mapping[str, float]]], path: P
             mean = task == "mean"
             ax.plot(range(len(series)), ys, "s--k" if mean else "o-", lw=1.5 if mean else 1, label=task)
         ax.set_title(split)
-        ax.set_xlabel("iteration")
+        ax.set_xlabel("iteration (0 = before training)")
         ax.set_xticks(range(len(series)))
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)

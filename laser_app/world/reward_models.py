@@ -194,15 +194,15 @@ def _cycle(items: Sequence[PreferencePair], rng: np.random.Generator) -> Iterato
 
 
 def train_reward_model(model: LlamaForSequenceClassification, tokenizer: PreTrainedTokenizerBase,
-                       pairs: Sequence[PreferencePair], home: str, spec: RMTrainSpec, *, seed: int,
+                       pairs: Sequence[PreferencePair], home: str | None, spec: RMTrainSpec, *, seed: int,
                        progress: Callable[[int], None] | None = None) -> list[float]:
     """Bradley-Terry training in place: minimise ``-log sigmoid(r(chosen) - r(rejected))``.
 
-    Each batch holds ``(1 - ood_share)`` in-domain pairs and the rest from the other domains.
-    Returns the loss per step.
+    Each batch holds ``(1 - ood_share)`` in-domain pairs and the rest from the other domains
+    (``home=None``: every pair counts as in-domain). Returns the loss per step.
     """
-    own = [p for p in pairs if p.task == home]
-    other = [p for p in pairs if p.task != home]
+    own = [p for p in pairs if home is None or p.task == home]
+    other = [p for p in pairs if home is not None and p.task != home]
     if not own:
         raise ValueError(f"no in-domain pairs for home task {home!r}")
     rng = np.random.default_rng([seed, 31])

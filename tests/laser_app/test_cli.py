@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,43 @@ def test_report_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
                                  "laser run"]
     code, err = run_cli(["report", str(tmp_path / "nope")])
     assert code == 2 and err == [f"error: run folder {tmp_path / 'nope'} does not exist"]
+
+
+# ------------------------------------------------------------------------------- the built-in world
+SCALE = "0.005"
+
+
+@pytest.fixture(scope="module")
+def small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from laser_app.world import build_world
+
+    cache = tmp_path_factory.mktemp("cache")
+    build_world(cache, seed=0, scale=float(SCALE), progress=False, threads=1)
+    return cache
+
+
+def test_world_info_prints_the_rm_quality_matrix(small_world: Path) -> None:
+    result = runner.invoke(app, ["world", "info", "--cache-dir", str(small_world), "--scale", SCALE])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "RM quality" in text and "rm-a" in text and "rm-c" in text
+    result = runner.invoke(app, ["world", "info", "--cache-dir", str(small_world / "empty"), "--scale", SCALE])
+    assert result.exit_code == 2 and "laser world build" in result.stderr
+
+
+def test_default_run_on_a_small_built_world(small_world: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["run", "--policy", "linucb", "--rms", "rm-a,rm-b,rm-c", "--cache-dir",
+                                 str(small_world), "--set", f"world_scale={SCALE}", "--iterations", "2",
+                                 "--batches-per-iteration", "3", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["accuracy"]) == {"dev", "test"} and len(m["accuracy"]["test"]) == 3
+    assert set(m["accuracy"]["test"][0]) == {"math", "yesno", "mcq", "mean"}
+    assert m["rm_for_task"] == {"math": "rm-a", "yesno": "rm-b", "mcq": "rm-c"}
+    assert m["in_domain_share"] is not None and m["lock_in"] is not None
+    resolved = json.loads((out / "resolved.json").read_text())
+    assert resolved["stop"] == "\n" and resolved["threads"] == 1 and resolved["world"].startswith(str(small_world))
+    assert json.loads((out / "status.json").read_text())["state"] == "complete"
+    report = runner.invoke(app, ["report", str(out)])
+    assert report.exit_code == 0 and "in-domain" in report.stdout
