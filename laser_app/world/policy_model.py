@@ -82,10 +82,19 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- SFT
-def _encode(tokenizer: PreTrainedTokenizerBase, ex: Example) -> tuple[list[int], list[int]]:
-    prompt_ids = tokenizer(ex.prompt)["input_ids"]
-    target_ids = tokenizer(ex.target, add_special_tokens=False)["input_ids"]
-    return prompt_ids + target_ids, [-100] * len(prompt_ids) + target_ids
+Row = tuple[str, str]
+"""An SFT row ``(context, target)``: the model reads both, the loss is on the target's tokens only."""
+
+
+def rows_of(examples: Sequence[Example]) -> list[Row]:
+    """``(prompt, " answer\\n")`` rows for SFT."""
+    return [(ex.prompt, ex.target) for ex in examples]
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, row: Row) -> tuple[list[int], list[int]]:
+    context_ids = tokenizer(row[0])["input_ids"]
+    target_ids = tokenizer(row[1], add_special_tokens=False)["input_ids"]
+    return context_ids + target_ids, [-100] * len(context_ids) + target_ids
 
 
 def _collate(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -100,40 +109,43 @@ def _collate(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[s
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def mixed_batches(examples: Sequence[Example], batch_size: int, steps: int, *,
-                  seed: int) -> Iterator[list[Example]]:
-    """``steps`` batches drawn without replacement from a seeded shuffle, reshuffled each epoch.
+def mixed_batches(rows: Sequence[Row], batch_size: int, *, seed: int) -> Iterator[list[Row]]:
+    """Endless batches drawn without replacement from a seeded shuffle, reshuffled each epoch.
 
-    Batches mix the tasks: task-homogeneous batches at a high learning rate made the model swing its
-    output prior from task to task and learn nothing (measured).
+    Batches mix the tasks: task-homogeneous batches made the model swing its output prior from task to
+    task and learn far slower (measured).
     """
+    if not rows:
+        raise ValueError("no SFT rows to draw batches from")
     rng = random.Random(seed)
-    queue: list[Example] = []
-    for _ in range(steps):
+    queue: list[Row] = []
+    while True:
         if len(queue) < batch_size:
-            fresh = list(examples)
+            fresh = list(rows)
             rng.shuffle(fresh)
             queue.extend(fresh)
         yield [queue.pop() for _ in range(min(batch_size, len(queue)))]
 
 
-def sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example],
-        spec: PolicySpec, *, seed: int, on_step: Progress | None = None) -> list[float]:
-    """Train ``model`` in place on ``examples`` (loss on the answer tokens only); return the loss per step.
+def sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batches: Iterator[list[Row]],
+        spec: PolicySpec, *, on_step: Progress | None = None) -> list[float]:
+    """Train ``model`` in place for ``spec.steps`` batches; return the loss per step.
 
     ``on_step(step)`` is called after each optimizer step with the 1-based step number (progress bars,
     checkpoints).
     """
-    if not examples:
-        raise ValueError("sft needs at least one example")
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay,
                                   betas=(0.9, 0.98))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, spec.warmup, spec.steps))
-    encoded = {ex: _encode(tokenizer, ex) for ex in examples}
+    encoded: dict[Row, tuple[list[int], list[int]]] = {}
     model.train()
     losses: list[float] = []
-    for step, batch in enumerate(mixed_batches(examples, spec.batch_size, spec.steps, seed=seed), start=1):
-        loss = model(**_collate([encoded[ex] for ex in batch], tokenizer.pad_token_id)).loss
+    for step in range(1, spec.steps + 1):
+        batch = next(batches)
+        for row in batch:
+            if row not in encoded:
+                encoded[row] = _encode(tokenizer, row)
+        loss = model(**_collate([encoded[row] for row in batch], tokenizer.pad_token_id)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

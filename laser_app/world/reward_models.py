@@ -32,9 +32,11 @@ import torch
 from transformers import LlamaForCausalLM, LlamaForSequenceClassification, PreTrainedTokenizerBase
 
 from laser_app.world.policy_model import seeded
-from laser_app.world.tasks import LETTERS, TASKS, Example, check_answer, normalize, parse_number
+from laser_app.world.tasks import LETTERS, STOP, TASKS, Example, check_answer, normalize, parse_number
 
 RM_FOR_TASK: dict[str, str] = {"math": "rm-a", "yesno": "rm-b", "mcq": "rm-c"}
+WRONG_MARK = "#"
+"""What the RMs' base model learns to write after a wrong answer (where a right one is followed by the stop)."""
 OOD_KINDS: tuple[str, ...] = ("bias", "noise")
 ScoreFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
@@ -118,6 +120,36 @@ def near_miss(task: str, answer: str, rng: np.random.Generator) -> str:
     raise ValueError(f"no distractors for task {task!r}; built-in tasks: {list(TASKS)}")
 
 
+def verification_rows(examples: Sequence[Example], rng: np.random.Generator) -> list[tuple[str, str]]:
+    """SFT rows teaching the RMs' base model to follow a wrong answer with :data:`WRONG_MARK`.
+
+    Right answers are followed by the stop string in the ordinary SFT rows, so the base model's next-token
+    prediction at the end of a response carries its judgement of it, which the RM's head starts from.
+    """
+    rows = []
+    for ex in examples:
+        assert ex.answer is not None
+        wrong = near_miss(ex.task, ex.answer, rng)
+        if wrong.strip() and not check_answer(ex.task, wrong, ex.answer):
+            rows.append((ex.prompt + wrong, WRONG_MARK))
+    return rows
+
+
+def with_verification(batches: Iterator[list[tuple[str, str]]], rows: Sequence[tuple[str, str]], *,
+                      start: int, share: float, seed: int) -> Iterator[list[tuple[str, str]]]:
+    """``batches`` unchanged for the first ``start`` steps, then with a ``share`` of each batch replaced
+    by verification rows."""
+    rng = np.random.default_rng([seed, 97])
+    step = 0
+    for batch in batches:
+        step += 1
+        if step > start and rows:
+            k = round(len(batch) * share)
+            picks = rng.integers(len(rows), size=k)
+            batch = batch[: len(batch) - k] + [rows[int(i)] for i in picks]
+        yield batch
+
+
 def make_candidates(examples: Sequence[Example], samples: Sequence[Sequence[str]], *,
                     distractor_share: float, rng: np.random.Generator) -> list[Candidate]:
     """One (correct, wrong) candidate per example: the wrong answer is one of the policy's own wrong samples,
@@ -159,14 +191,32 @@ def label_pairs(candidates: Sequence[Candidate], *, home: str, ood: str,
 
 
 # ----------------------------------------------------------------------------------------------- models
-def new_reward_model(base: LlamaForCausalLM, *, seed: int) -> LlamaForSequenceClassification:
-    """A one-label sequence classifier with ``base``'s transformer weights and a fresh scoring head."""
+def new_reward_model(base: LlamaForCausalLM, *, seed: int, extra_layers: int = 0,
+                     tokenizer: PreTrainedTokenizerBase | None = None) -> LlamaForSequenceClassification:
+    """A one-label sequence classifier with ``base``'s transformer weights, ``extra_layers`` new layers on top
+    (their output projections start at zero, so they start as the identity) and a fresh scoring head.
+
+    The extra layers let the last position read the base model's final hidden state at earlier positions,
+    i.e. what the base expected the response to be: with the base's own depth only, the last position would
+    have to recompute the answer to judge it.
+    """
     config = base.config.__class__.from_dict(base.config.to_dict())
     config.num_labels = 1
+    config.num_hidden_layers = base.config.num_hidden_layers + extra_layers
     config.architectures = ["LlamaForSequenceClassification"]
     with seeded(seed):
         model = LlamaForSequenceClassification(config)
-    model.model.load_state_dict(base.model.state_dict())
+    missing, unexpected = model.model.load_state_dict(base.model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("layers.") for k in missing):
+        raise RuntimeError(f"base weights do not fit the reward model: missing {missing}, unexpected {unexpected}")
+    with torch.no_grad():
+        if tokenizer is not None:  # start from the base model's judgement: logit(stop) - logit(WRONG_MARK)
+            (stop_id,), (mark_id,) = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in (STOP, WRONG_MARK))
+            head = base.get_output_embeddings().weight
+            model.score.weight.copy_((head[stop_id] - head[mark_id])[None])
+        for layer in model.model.layers[base.config.num_hidden_layers:]:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
     return model
 
 
