@@ -150,7 +150,9 @@ def render_summary(metrics: Mapping[str, Any], console: Console, *, title: str =
     shares = metrics["choice_share"]["per_iteration"]
     if shares:
         last = shares[-1]
-        labels = sorted({rm for s in last.values() for rm in s})
+        seen = {rm for s in last.values() for rm in s}
+        rms = list(metrics.get("rms", []))
+        labels = rms if seen <= set(rms) else sorted(seen)  # an ensemble's label names all its RMs
         table = Table(title=f"{title}RM choice share per domain (last iteration)")
         table.add_column("domain")
         for rm in labels:

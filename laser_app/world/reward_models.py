@@ -110,7 +110,8 @@ def near_miss(task: str, answer: str, rng: np.random.Generator) -> str:
         return options[int(rng.integers(len(options)))]
     if task == "math":
         value = int(answer)
-        step = int(rng.integers(1, 11)) * (1 if value < 2 or rng.random() < 0.5 else -1)
+        size = int(rng.integers(1, 4)) if rng.random() < 0.7 else int(rng.integers(4, 11))
+        step = size * (1 if value < 2 or rng.random() < 0.5 else -1)
         return f" {max(0, value + step)}"
     if task == "yesno":
         return " no" if normalize(answer) == "yes" else " yes"

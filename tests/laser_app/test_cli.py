@@ -1,4 +1,4 @@
-"""The ``laser`` CLI: help without torch, the missing-extra message, and each bad input -> one line, exit 2."""
+"""The ``laser`` CLI: help without torch, the missing-extra message, each bad input -> one line and exit 2."""
 
 from __future__ import annotations
 
@@ -65,7 +65,8 @@ def test_unknown_policy_lists_valid_names() -> None:
     code, err = run_cli(["run", "--policy", "greedy"])
     assert code == 2
     assert len(err) == 1
-    assert err[0].startswith("error: invalid configuration: policy (--policy): unknown policy 'greedy'; valid: ")
+    assert err[0].startswith("error: invalid configuration: policy (--policy): unknown policy 'greedy'; "
+                             "valid: ")
     assert "linucb" in err[0] and "fixed:NAME" in err[0] and "ensemble-agree" in err[0]
 
 
@@ -83,7 +84,8 @@ def test_malformed_config_file_gives_one_line_per_field(tmp_path: Path) -> None:
     assert code == 2
     assert len(err) == 3
     assert any("alpha (--alpha): Input should be a valid number" in line for line in err)
-    assert any("iterations (--iterations): Input should be greater than or equal to 1" in line for line in err)
+    assert any("iterations (--iterations): Input should be greater than or equal to 1" in line
+               for line in err)
     assert any("colour: Extra inputs are not permitted" in line for line in err)
     cfg.write_text("alpha = [\n")
     code, err = run_cli(["run", "--config", str(cfg)])
@@ -106,11 +108,13 @@ def test_bad_data_files(tiny: dict[str, Path], tmp_path: Path) -> None:
     args[args.index("--data") + 1] = str(missing_field)
     code, err = run_cli(args)
     assert code == 2
-    assert err == [f"error: data file {missing_field} line 2: missing field \"prompt\" (fields present: question)"]
+    assert err == [f"error: data file {missing_field} line 2: missing field \"prompt\" (fields present: "
+                   "question)"]
     missing_field.write_text("\n")
     code, err = run_cli(args)
-    assert code == 2 and err == [f"error: data file {missing_field} has no rows; write one JSON object per line "
-                                 "with at least a \"prompt\""]
+    assert code == 2
+    assert err == [f"error: data file {missing_field} has no rows; write one JSON object per line with at "
+                   "least a \"prompt\""]
     assert not (tmp_path / "run").exists()  # nothing was started, so no run folder
 
 
@@ -119,8 +123,9 @@ def test_unknown_rm_name_lists_valid_names(tiny: dict[str, Path], tmp_path: Path
     assert code == 2
     assert err == ["error: unknown RM 'rm-x'; valid names: rm-a, rm-b, rm-c"]
     code, err = run_cli([*run_args(tiny, tmp_path / "run"), "--policy", "fixed:rm-q"])
-    assert code == 2 and err == ["error: --policy fixed:rm-q: RM 'rm-q' is not among the RMs in use; valid names: "
-                                 "rm-a, rm-b, rm-c"]
+    assert code == 2
+    assert err == ["error: --policy fixed:rm-q: RM 'rm-q' is not among the RMs in use; valid names: rm-a, "
+                   "rm-b, rm-c"]
     assert not (tmp_path / "run").exists()
 
 
@@ -130,7 +135,8 @@ def test_model_path_that_does_not_exist(tiny: dict[str, Path], tmp_path: Path) -
         args[args.index("--model") + 1] = bad
         code, err = run_cli(args)
         assert code == 2
-        assert err == [f"error: model path {bad} does not exist; pass an existing folder, a .gguf file or a hub id"]
+        assert err == [f"error: model path {bad} does not exist; pass an existing folder, a .gguf file or a "
+                       "hub id"]
     assert not (tmp_path / "run").exists()
 
 
@@ -144,14 +150,15 @@ def test_missing_registry_and_eval_data(tiny: dict[str, Path], tmp_path: Path) -
     args = run_args(tiny, tmp_path / "run")
     args[args.index("--eval-data") + 1] = str(bad_eval)
     code, err = run_cli(args)
-    assert code == 2 and err == [f"error: eval data file {bad_eval} line 1: missing field \"answer\" (evaluation "
-                                 "data needs a reference answer per row)"]
+    assert code == 2
+    assert err == [f"error: eval data file {bad_eval} line 1: missing field \"answer\" (evaluation data "
+                   "needs a reference answer per row)"]
 
 
 def test_report_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     code, err = run_cli(["report", str(tmp_path)])
-    assert code == 2 and err == [f"error: {tmp_path} is not a run folder (no status.json); pass the --out of a "
-                                 "laser run"]
+    assert code == 2
+    assert err == [f"error: {tmp_path} is not a run folder (no status.json); pass the --out of a laser run"]
     code, err = run_cli(["report", str(tmp_path / "nope")])
     assert code == 2 and err == [f"error: run folder {tmp_path / 'nope'} does not exist"]
 
@@ -174,7 +181,8 @@ def test_world_info_prints_the_rm_quality_matrix(small_world: Path) -> None:
     assert result.exit_code == 0, result.output
     text = " ".join(result.stdout.split())
     assert "RM quality" in text and "rm-a" in text and "rm-c" in text
-    result = runner.invoke(app, ["world", "info", "--cache-dir", str(small_world / "empty"), "--scale", SCALE])
+    empty = str(small_world / "empty")
+    result = runner.invoke(app, ["world", "info", "--cache-dir", empty, "--scale", SCALE])
     assert result.exit_code == 2 and "laser world build" in result.stderr
 
 
@@ -190,7 +198,8 @@ def test_default_run_on_a_small_built_world(small_world: Path, tmp_path: Path) -
     assert m["rm_for_task"] == {"math": "rm-a", "yesno": "rm-b", "mcq": "rm-c"}
     assert m["in_domain_share"] is not None and m["lock_in"] is not None
     resolved = json.loads((out / "resolved.json").read_text())
-    assert resolved["stop"] == "\n" and resolved["threads"] == 1 and resolved["world"].startswith(str(small_world))
+    assert resolved["stop"] == "\n" and resolved["threads"] == 1
+    assert resolved["world"].startswith(str(small_world))
     assert json.loads((out / "status.json").read_text())["state"] == "complete"
     report = runner.invoke(app, ["report", str(out)])
     assert report.exit_code == 0 and "in-domain" in report.stdout

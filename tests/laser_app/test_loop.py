@@ -29,8 +29,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def finished_run(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("runs") / "linucb"
-    result = runner.invoke(app, run_args(tiny, out, "--policy", "linucb", "--rms", ",".join(RMS), "--seed", "3",
-                                         "--set", "rm_for_task=math=rm-a,yesno=rm-b,mcq=rm-c", "--diagnostics"))
+    result = runner.invoke(app, run_args(tiny, out, "--policy", "linucb", "--rms", ",".join(RMS), "--seed",
+                                         "3", "--set", "rm_for_task=math=rm-a,yesno=rm-b,mcq=rm-c",
+                                         "--diagnostics"))
     assert result.exit_code == 0, (result.output, result.exception)
     return out, result.stdout
 
@@ -38,7 +39,8 @@ def finished_run(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 def test_run_folder_holds_everything(finished_run: tuple[Path, str]) -> None:
     out, stdout = finished_run
     assert json.loads((out / "status.json").read_text())["state"] == "complete"
-    for name in ("config.json", "resolved.json", "events.jsonl", "metrics.json", "bandit.json", "bandit.npz", "pairs.jsonl",
+    for name in ("config.json", "resolved.json", "events.jsonl", "metrics.json", "bandit.json", "bandit.npz",
+                 "pairs.jsonl",
                  "policy/config.json", "policy/model.safetensors", "policy/tokenizer.json",
                  "rm_choice.png", "curves.png", "accuracy.png"):
         assert (out / name).is_file(), name
@@ -112,14 +114,16 @@ def test_report_redraws_and_summarizes(finished_run: tuple[Path, str]) -> None:
 
 
 @pytest.mark.parametrize("extra, label", [
-    (("--policy", "egreedy", "--granularity", "instance", "--batching", "mixed", "--scope", "per-context"), None),
+    (("--policy", "egreedy", "--granularity", "instance", "--batching", "mixed", "--scope", "per-context"),
+     None),
     (("--policy", "ensemble-agree",), "ensemble-agree"),
     (("--policy", "sequential", "--mab-reward", "nll"), "rm-a"),
 ])
 def test_other_selectors_run_through_the_same_loop(tiny: dict[str, Path], tmp_path: Path,
                                                    extra: tuple[str, ...], label: str | None) -> None:
     out = tmp_path / "run"
-    args = run_args(tiny, out, *extra, "--iterations", "1", "--batches-per-iteration", "2", "--eval-size", "1")
+    args = run_args(tiny, out, *extra, "--iterations", "1", "--batches-per-iteration", "2",
+                    "--eval-size", "1")
     result = runner.invoke(app, args)
     assert result.exit_code == 0, (result.output, result.exception)
     events = RunDir(out).events()
