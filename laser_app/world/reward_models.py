@@ -32,11 +32,9 @@ import torch
 from transformers import LlamaForCausalLM, LlamaForSequenceClassification, PreTrainedTokenizerBase
 
 from laser_app.world.policy_model import seeded
-from laser_app.world.tasks import LETTERS, STOP, TASKS, Example, check_answer, normalize, parse_number
+from laser_app.world.tasks import LETTERS, TASKS, Example, check_answer, normalize, parse_number
 
 RM_FOR_TASK: dict[str, str] = {"math": "rm-a", "yesno": "rm-b", "mcq": "rm-c"}
-WRONG_MARK = "#"
-"""What the RMs' base model learns to write after a wrong answer (where a right one is followed by the stop)."""
 OOD_KINDS: tuple[str, ...] = ("bias", "noise")
 ScoreFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
@@ -96,59 +94,38 @@ def bias_key(task: str, response: str) -> float | None:
     raise ValueError(f"no bias rule for task {task!r}; built-in tasks: {list(TASKS)}")
 
 
-def near_miss(task: str, answer: str, rng: np.random.Generator) -> str:
-    """A plausible wrong response (leading space included, as the policy writes it).
+def near_miss(example: Example, rng: np.random.Generator) -> str:
+    """A plausible wrong response to ``example`` (leading space included, as the policy writes it): a result
+    off by 1-3 (sometimes 4-10), the flipped yes/no, another letter, or (one time in ten) a malformed string.
 
     >>> rng = np.random.default_rng(0)
-    >>> [check_answer("math", near_miss("math", "12", rng), "12") for _ in range(20)].count(True)
+    >>> ex = Example("Q: Ann has 7 pens and gets 5 more. How many now? A:", "12", "math", "7+5=12")
+    >>> [check_answer("math", near_miss(ex, rng), "12") for _ in range(20)].count(True)
     0
     """
+    task, answer = example.task, example.answer
+    if answer is None:
+        raise ValueError(f"example has no answer: {example.prompt!r}")
+    right = example.response
     if rng.random() < 0.1:  # malformed: cut short, doubled, or an answer of another task's shape
-        options = {"math": [" ", " yes", " A", f" {answer}{answer}"],
-                   "yesno": [" ", " y", " 1", " yesno"],
-                   "mcq": [" ", " E", " 2", f" {answer}{answer}"]}[task]
-        return options[int(rng.integers(len(options)))]
+        options = {"math": [right[:-1], " yes", " A", right + right.strip()],
+                   "yesno": [" y", " 1", " yesno", " maybe"],
+                   "mcq": [" E", " 2", f" {answer}{answer}", " yes"]}[task]
+        bad = options[int(rng.integers(len(options)))]
+        if bad.strip() and not check_answer(task, bad, answer):
+            return bad
     if task == "math":
         value = int(answer)
         size = int(rng.integers(1, 4)) if rng.random() < 0.7 else int(rng.integers(4, 11))
-        step = size * (1 if value < 2 or rng.random() < 0.5 else -1)
-        return f" {max(0, value + step)}"
+        wrong = max(0, value + size * (1 if value < 2 or rng.random() < 0.5 else -1))
+        head = right[: len(right) - len(answer)] if right.endswith(answer) else " "
+        return f"{head}{wrong}"
     if task == "yesno":
         return " no" if normalize(answer) == "yes" else " yes"
     if task == "mcq":
         others = [x for x in LETTERS if x != answer.strip().upper()]
         return f" {others[int(rng.integers(len(others)))]}"
     raise ValueError(f"no distractors for task {task!r}; built-in tasks: {list(TASKS)}")
-
-
-def verification_rows(examples: Sequence[Example], rng: np.random.Generator) -> list[tuple[str, str]]:
-    """SFT rows teaching the RMs' base model to follow a wrong answer with :data:`WRONG_MARK`.
-
-    Right answers are followed by the stop string in the ordinary SFT rows, so the base model's next-token
-    prediction at the end of a response carries its judgement of it, which the RM's head starts from.
-    """
-    rows = []
-    for ex in examples:
-        assert ex.answer is not None
-        wrong = near_miss(ex.task, ex.answer, rng)
-        if wrong.strip() and not check_answer(ex.task, wrong, ex.answer):
-            rows.append((ex.prompt + wrong, WRONG_MARK))
-    return rows
-
-
-def with_verification(batches: Iterator[list[tuple[str, str]]], rows: Sequence[tuple[str, str]], *,
-                      start: int, share: float, seed: int) -> Iterator[list[tuple[str, str]]]:
-    """``batches`` unchanged for the first ``start`` steps, then with a ``share`` of each batch replaced
-    by verification rows."""
-    rng = np.random.default_rng([seed, 97])
-    step = 0
-    for batch in batches:
-        step += 1
-        if step > start and rows:
-            k = round(len(batch) * share)
-            picks = rng.integers(len(rows), size=k)
-            batch = batch[: len(batch) - k] + [rows[int(i)] for i in picks]
-        yield batch
 
 
 def make_candidates(examples: Sequence[Example], samples: Sequence[Sequence[str]], *,
@@ -162,10 +139,10 @@ def make_candidates(examples: Sequence[Example], samples: Sequence[Sequence[str]
         if wrong and rng.random() >= distractor_share:
             bad = wrong[int(rng.integers(len(wrong)))]
         else:
-            bad = near_miss(ex.task, ex.answer, rng)
-        if check_answer(ex.task, bad, ex.answer):  # a malformed distractor can never be right, but be sure
+            bad = near_miss(ex, rng)
+        if check_answer(ex.task, bad, ex.answer):
             continue
-        out.append(Candidate(ex.prompt, ex.task, f" {ex.answer}", bad))
+        out.append(Candidate(ex.prompt, ex.task, ex.response, bad))
     return out
 
 
@@ -192,8 +169,7 @@ def label_pairs(candidates: Sequence[Candidate], *, home: str, ood: str,
 
 
 # ----------------------------------------------------------------------------------------------- models
-def new_reward_model(base: LlamaForCausalLM, *, seed: int, extra_layers: int = 0,
-                     tokenizer: PreTrainedTokenizerBase | None = None) -> LlamaForSequenceClassification:
+def new_reward_model(base: LlamaForCausalLM, *, seed: int, extra_layers: int = 0) -> LlamaForSequenceClassification:
     """A one-label sequence classifier with ``base``'s transformer weights, ``extra_layers`` new layers on top
     (their output projections start at zero, so they start as the identity) and a fresh scoring head.
 
@@ -211,10 +187,6 @@ def new_reward_model(base: LlamaForCausalLM, *, seed: int, extra_layers: int = 0
     if unexpected or any(not k.startswith("layers.") for k in missing):
         raise RuntimeError(f"base weights do not fit the reward model: missing {missing}, unexpected {unexpected}")
     with torch.no_grad():
-        if tokenizer is not None:  # start from the base model's judgement: logit(stop) - logit(WRONG_MARK)
-            (stop_id,), (mark_id,) = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in (STOP, WRONG_MARK))
-            head = base.get_output_embeddings().weight
-            model.score.weight.copy_((head[stop_id] - head[mark_id])[None])
         for layer in model.model.layers[base.config.num_hidden_layers:]:
             layer.self_attn.o_proj.weight.zero_()
             layer.mlp.down_proj.weight.zero_()

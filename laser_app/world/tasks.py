@@ -46,17 +46,24 @@ class Example:
     prompt: str
     answer: str | None = None
     task: str = "default"
+    solution: str | None = None
+
+    @property
+    def response(self) -> str:
+        """The response a perfect policy writes (before the stop string): a space, then the worked
+        solution when there is one (math shows its calculation, as GSM8K solutions do), else the answer."""
+        if self.answer is None:
+            raise ValueError(f"example has no answer: {self.prompt!r}; targets need an 'answer' field")
+        return f" {self.solution if self.solution is not None else self.answer}"
 
     @property
     def target(self) -> str:
-        """The continuation a perfect policy writes: a space, the answer, the stop string."""
-        if self.answer is None:
-            raise ValueError(f"example has no answer: {self.prompt!r}; targets need an 'answer' field")
-        return f" {self.answer}{STOP}"
+        """The SFT target: the response and the stop string."""
+        return self.response + STOP
 
 
 # ----------------------------------------------------------------------------------------------- generators
-Gen = Callable[[np.random.Generator], tuple[str, str]]
+Gen = Callable[[np.random.Generator], tuple[str, ...]]
 
 
 def _q(text: str) -> str:
@@ -68,17 +75,17 @@ def _two_names(rng: np.random.Generator) -> tuple[str, str]:
     return _NAMES[int(i)], _NAMES[int(j)]
 
 
-def _math_add(rng: np.random.Generator) -> tuple[str, str]:
+def _math_add(rng: np.random.Generator) -> tuple[str, ...]:
     n, m = _two_names(rng)
     o = _OBJECTS[int(rng.integers(len(_OBJECTS)))]
     a, b = (int(x) for x in rng.integers(1, 10, size=2))
     text = (f"{n} has {a} {o} and gets {b} more.",
             f"{n} has {a} {o}. {m} gives {n} {b}.",
             f"A box has {a} {o}. {n} adds {b}.")[int(rng.integers(3))]
-    return _q(f"{text} How many now?"), str(a + b)
+    return _q(f"{text} How many now?"), str(a + b), f"{a}+{b}={a + b}"
 
 
-def _math_sub(rng: np.random.Generator) -> tuple[str, str]:
+def _math_sub(rng: np.random.Generator) -> tuple[str, ...]:
     n, m = _two_names(rng)
     o = _OBJECTS[int(rng.integers(len(_OBJECTS)))]
     b, c = (int(x) for x in rng.integers(1, 10, size=2))
@@ -86,7 +93,7 @@ def _math_sub(rng: np.random.Generator) -> tuple[str, str]:
     text = (f"{n} has {a} {o} and gives away {b}.",
             f"{n} has {a} {o} and loses {b}.",
             f"A box has {a} {o}. {n} takes {b}.")[int(rng.integers(3))]
-    return _q(f"{text} How many now?"), str(c)
+    return _q(f"{text} How many now?"), str(c), f"{a}-{b}={c}"
 
 
 def _yes(rng: np.random.Generator) -> tuple[bool, str]:
@@ -138,7 +145,7 @@ SUBTYPES: dict[str, tuple[Gen, ...]] = {
 
 
 def _mixture(gens: tuple[Gen, ...]) -> Gen:
-    def draw(rng: np.random.Generator) -> tuple[str, str]:
+    def draw(rng: np.random.Generator) -> tuple[str, ...]:
         return gens[int(rng.integers(len(gens)))](rng)
     return draw
 
@@ -182,10 +189,10 @@ def _draw(task: str, rng: np.random.Generator, n: int, seen: set[str]) -> list[E
         tries += 1
         if tries > 50 * n + 1000:
             raise ValueError(f"task {task!r} ran out of distinct prompts after {len(seen)}; ask for fewer examples")
-        prompt, answer = gen(rng)
+        prompt, answer, *solution = gen(rng)
         if prompt not in seen:
             seen.add(prompt)
-            items.append(Example(prompt, answer, task))
+            items.append(Example(prompt, answer, task, solution[0] if solution else None))
     return items
 
 
