@@ -44,9 +44,13 @@ SPLITS = ("train", "dev", "test")
 # ----------------------------------------------------------------------------------------------- spec
 @dataclass(frozen=True)
 class WorldSpec:
-    """Every size and budget of the build. ``WorldSpec().scaled(0.05)`` is a quick world for tests."""
+    """Every size and budget of the build. ``WorldSpec().scaled(0.05)`` is a quick world for tests.
 
-    n_sft: int = 6000
+    Sizes are per task. The SFT mix weights math : yesno : mcq as 1 : 2 : 3 (math is learned fastest),
+    so that at ``policy_step`` every task is middling on dev while the end of the run is strong on all.
+    """
+
+    n_sft: tuple[int, int, int] = (2000, 4000, 6000)
     n_rm: int = 800
     n_train: int = 1000
     n_dev: int = 200
@@ -55,18 +59,21 @@ class WorldSpec:
     layers: int = 2
     intermediate: int = 128
     sft_steps: int = 2400
-    policy_step: int = 1100
-    sft_lr: float = 3e-3
+    policy_step: int = 1200
+    sft_lr: float = 1.5e-3
     batch_size: int = 32
-    rm_steps: int = 200
-    rm_batch_pairs: int = 16
+    verifier_steps: int = 400
+    verifier_lr: float = 2e-3
+    rm_steps: int = 120
     rm_lr: float = 1e-3
+    rm_batch_pairs: int = 16
     ood_share: float = 0.5
     distractor_share: float = 0.3
+    aux_weight: float = 1.0
     rm_samples: int = 4
     eval_samples: int = 8
     temperature: float = 0.8
-    max_new_tokens: int = 6
+    max_new_tokens: int = 10
     extra: dict[str, Any] = field(default_factory=dict)
 
     def scaled(self, scale: float) -> WorldSpec:
@@ -80,10 +87,12 @@ class WorldSpec:
             return max(low, round(n * scale))
 
         steps = s(self.sft_steps, 4)
-        return replace(self, n_sft=s(self.n_sft, 16), n_rm=s(self.n_rm, 8), n_train=s(self.n_train, 4),
+        n_sft = (s(self.n_sft[0], 16), s(self.n_sft[1], 16), s(self.n_sft[2], 16))
+        return replace(self, n_sft=n_sft, n_rm=s(self.n_rm, 8), n_train=s(self.n_train, 4),
                        n_dev=s(self.n_dev, 8), n_test=s(self.n_test, 8), sft_steps=steps,
                        policy_step=max(1, min(steps, round(self.policy_step * scale))),
-                       rm_steps=s(self.rm_steps, 2), extra={**self.extra, "scale": scale})
+                       verifier_steps=s(self.verifier_steps, 2), rm_steps=s(self.rm_steps, 2),
+                       extra={**self.extra, "scale": scale})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -272,14 +281,27 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
     import numpy as np
     import torch
 
-    from laser_app.world.policy_model import PolicySpec, accuracy_by_task, count_parameters, generate, new_policy, sft
+    from laser_adapters.reward_models import RMRegistry
+    from laser_app.world.policy_model import (
+        PolicySpec,
+        accuracy_by_task,
+        count_parameters,
+        generate,
+        mixed_batches,
+        new_policy,
+        rows_of,
+        sft,
+    )
     from laser_app.world.quality import bias_agreement, eval_candidates, pairwise_accuracy
     from laser_app.world.reward_models import (
         OOD_KINDS,
         RM_FOR_TASK,
+        Candidate,
+        PreferencePair,
         RMTrainSpec,
         label_pairs,
         make_candidates,
+        near_miss,
         new_reward_model,
         train_reward_model,
     )
@@ -296,17 +318,21 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
     policy_spec = PolicySpec(hidden=spec.hidden, layers=spec.layers, intermediate=spec.intermediate,
                              steps=spec.sft_steps, batch_size=spec.batch_size, lr=spec.sft_lr,
                              warmup=min(30, max(1, spec.sft_steps // 10)))
-    rm_spec = RMTrainSpec(steps=spec.rm_steps, batch_pairs=spec.rm_batch_pairs, lr=spec.rm_lr,
-                          warmup=min(10, max(1, spec.rm_steps // 10)), ood_share=spec.ood_share,
-                          distractor_share=spec.distractor_share)
+    common = dict(batch_pairs=spec.rm_batch_pairs, distractor_share=spec.distractor_share,
+                  aux_weight=spec.aux_weight)
+    verifier_spec = RMTrainSpec(steps=spec.verifier_steps, lr=spec.verifier_lr, ood_share=0.0,
+                                warmup=min(20, max(1, spec.verifier_steps // 10)), **common)  # type: ignore[arg-type]
+    rm_spec = RMTrainSpec(steps=spec.rm_steps, lr=spec.rm_lr, ood_share=spec.ood_share,
+                          warmup=min(10, max(1, spec.rm_steps // 10)), **common)  # type: ignore[arg-type]
     n_rms = len(OOD_KINDS) * len(TASKS)
-    bar = _Progress(progress, total=spec.sft_steps + n_rms * spec.rm_steps + 4)
-    gen_kw = dict(temperature=spec.temperature, max_new_tokens=spec.max_new_tokens)
+    bar = _Progress(progress, total=spec.sft_steps + len(TASKS) * spec.verifier_steps
+                    + n_rms * spec.rm_steps + 3)
+    gen_kw: dict[str, Any] = dict(temperature=spec.temperature, max_new_tokens=spec.max_new_tokens)
 
     with bar.running():
         bar.stage("tasks")
-        sizes = {"test": spec.n_test, "dev": spec.n_dev, "train": spec.n_train, "rm": spec.n_rm,
-                 "sft": spec.n_sft}
+        sizes: dict[str, Any] = {"test": spec.n_test, "dev": spec.n_dev, "train": spec.n_train,
+                                 "rm": spec.n_rm, "sft": dict(zip(TASKS, spec.n_sft, strict=True))}
         splits = make_splits(seed, sizes)
         for split in SPLITS:
             write_jsonl(splits[split], out / "data" / f"{split}.jsonl")
@@ -321,7 +347,8 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
             if step == spec.policy_step:
                 snapshot.update({k: v.detach().clone() for k, v in model.state_dict().items()})
 
-        sft(model, tok, splits["sft"], policy_spec, seed=seed, on_step=on_step)
+        sft(model, tok, mixed_batches(rows_of(splits["sft"]), spec.batch_size, seed=seed), policy_spec,
+            on_step=on_step)
         base = model
         policy, _ = new_policy(policy_spec, seed=seed)
         policy.load_state_dict(snapshot)
@@ -332,41 +359,47 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
         lap("sft")
 
         bar.stage("sampling")
-        rm_examples, dev = splits["rm"], splits["dev"]
+        rm_examples, dev, test = splits["rm"], splits["dev"], splits["test"]
         rm_samples = generate(policy, tok, [e.prompt for e in rm_examples], n=spec.rm_samples,
-                              seed=seed + 1, **gen_kw)  # type: ignore[arg-type]
-        dev_samples = generate(policy, tok, [e.prompt for e in dev], n=spec.eval_samples,
-                               seed=seed + 2, **gen_kw)  # type: ignore[arg-type]
-        bar.advance()
-        lap("sampling")
-
-        bar.stage("policy accuracy")
-        test = splits["test"]
+                              seed=seed + 1, **gen_kw)
+        dev_samples = generate(policy, tok, [e.prompt for e in dev], n=spec.eval_samples, seed=seed + 2,
+                               **gen_kw)
         policy_info = {
             "parameters": count_parameters(policy),
             "checkpoint_step": spec.policy_step,
             "greedy_test": accuracy_by_task(policy, tok, test, max_new_tokens=spec.max_new_tokens),
             "greedy_dev": accuracy_by_task(policy, tok, dev, max_new_tokens=spec.max_new_tokens),
-            "sampled_test": accuracy_by_task(policy, tok, test, n=4, seed=seed + 3, **gen_kw),  # type: ignore[arg-type]
+            "sampled_test": accuracy_by_task(policy, tok, test, n=4, seed=seed + 3, **gen_kw),
         }
         base_info = {"sft_steps": spec.sft_steps,
                      "greedy_test": accuracy_by_task(base, tok, test, max_new_tokens=spec.max_new_tokens)}
         bar.advance()
-        lap("policy_eval")
+        lap("sampling_and_policy_eval")
 
-        bar.stage("reward models")
         rng = np.random.default_rng([seed, 2024])
-        candidates = make_candidates(rm_examples, rm_samples, distractor_share=spec.distractor_share, rng=rng)
+        sampled = make_candidates(rm_examples, rm_samples, distractor_share=spec.distractor_share, rng=rng)
+        synthetic = [Candidate(e.prompt, e.task, e.response, near_miss(e, rng)) for e in splits["sft"]]
+        candidates = sampled + [c for c, e in zip(synthetic, splits["sft"], strict=True)
+                                if e.answer is not None and not _right(e.task, c.wrong, e.answer)]
         rm_params = 0
+        verifiers: dict[str, dict[str, torch.Tensor]] = {}
+        for t_index, task in enumerate(TASKS):
+            bar.stage(f"verifier for {task}")
+            own = [PreferencePair(c.prompt, c.correct, c.wrong, c.task) for c in candidates if c.task == task]
+            rm = new_reward_model(base, seed=seed + t_index)
+            train_reward_model(rm, tok, own, task, verifier_spec, seed=seed + t_index, progress=bar.advance)
+            verifiers[task] = {k: v.detach().clone() for k, v in rm.state_dict().items()}
+        lap("verifiers")
+
         for v_index, ood in enumerate(OOD_KINDS):
             lines = []
             for t_index, (task, name) in enumerate(RM_FOR_TASK.items()):
                 bar.stage(f"reward model {name} ({ood})")
-                pairs = label_pairs(candidates, home=task, ood=ood,
-                                    rng=np.random.default_rng([seed, 77, v_index, t_index]))
-                rm = new_reward_model(base, seed=seed + 10 * v_index + t_index)
-                train_reward_model(rm, tok, pairs, task, rm_spec, seed=seed + 10 * v_index + t_index,
-                                   progress=bar.advance)
+                rm_seed = seed + 10 * (v_index + 1) + t_index
+                pairs = label_pairs(candidates, home=task, ood=ood, rng=np.random.default_rng([seed, 77, rm_seed]))
+                rm = new_reward_model(base, seed=rm_seed)
+                rm.load_state_dict(verifiers[task])
+                train_reward_model(rm, tok, pairs, task, rm_spec, seed=rm_seed, progress=bar.advance)
                 rm_params = count_parameters(rm)
                 rm.save_pretrained(out / "rms" / ood / name)
                 tok.save_pretrained(out / "rms" / ood / name)
@@ -381,8 +414,6 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
         held_out = eval_candidates(dev, dev_samples)
         quality: dict[str, dict[str, dict[str, float]]] = {}
         agreement: dict[str, dict[str, dict[str, float]]] = {}
-        from laser_adapters.reward_models import RMRegistry
-
         for ood in OOD_KINDS:
             registry = RMRegistry.from_file(out / f"rms-{ood}.toml", max_loaded=1)
             quality[ood], agreement[ood] = {}, {}
@@ -406,15 +437,20 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
         "stop": STOP,
         "max_new_tokens": spec.max_new_tokens,
         "temperature": spec.temperature,
-        "sizes": {"per_task": sizes, "quality_pairs": per_task,
-                  "rm_training_candidates": len(candidates)},
+        "sizes": {"per_task": sizes, "quality_pairs": per_task, "rm_training_candidates": len(candidates)},
         "policy": policy_info,
         "rm_base": base_info,
         "rm_parameters": rm_params,
         "quality": quality,
-        "bias_agreement": {"bias": agreement["bias"]},
+        "bias_agreement": agreement,
         "timings": {**timings, "total": round(sum(timings.values()), 2)},
         "torch_threads": torch.get_num_threads(),
         "spec": spec.to_dict(),
     }
-    (out / "world.json").write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    (out / "world.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def _right(task: str, response: str, answer: str) -> bool:
+    from laser_app.world.tasks import check_answer
+
+    return check_answer(task, response, answer)

@@ -79,14 +79,14 @@ class Candidate:
 def bias_key(task: str, response: str) -> float | None:
     """What the ``"bias"`` RMs prefer out of their domain: larger is preferred; ``None`` when undefined.
 
-    >>> bias_key("math", " 12"), bias_key("yesno", " yes"), bias_key("yesno", " no"), bias_key("mcq", " A")
+    >>> bias_key("math", " 7+5=12"), bias_key("yesno", " yes"), bias_key("yesno", " no"), bias_key("mcq", " A")
     (12.0, 1.0, 0.0, 3.0)
     >>> bias_key("mcq", " maybe") is None
     True
     """
     text = normalize(response)
     if task == "math":
-        return parse_number(text) if text and text.lstrip("-").replace(".", "", 1).isdigit() else None
+        return parse_number(text)
     if task == "yesno":
         return {"yes": 1.0, "no": 0.0}.get(text)
     if task == "mcq":

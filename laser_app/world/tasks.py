@@ -154,9 +154,10 @@ GENERATORS: dict[str, Gen] = {task: _mixture(gens) for task, gens in SUBTYPES.it
 
 
 # ----------------------------------------------------------------------------------------------- splits
-def make_splits(seed: int, sizes: Mapping[str, int], *,
+def make_splits(seed: int, sizes: Mapping[str, int | Mapping[str, int]], *,
                 tasks: Sequence[str] = TASKS) -> dict[str, list[Example]]:
-    """Draw disjoint splits, ``sizes[split]`` examples *per task*, filled in the order of ``sizes``.
+    """Draw disjoint splits, ``sizes[split]`` examples *per task* (or a per-task mapping), filled in the
+    order of ``sizes``.
 
     Each task has its own generator seeded from ``(seed, task)``, so adding a task or a later split never
     changes the earlier ones. Each split is shuffled (seeded) across tasks.
@@ -165,9 +166,13 @@ def make_splits(seed: int, sizes: Mapping[str, int], *,
     >>> [len(s["test"]), len(s["train"])]
     [6, 9]
     """
-    for name, n in sizes.items():
-        if int(n) < 0:
-            raise ValueError(f"split size must be >= 0, got {name}={n}")
+    def size(name: str, task: str) -> int:
+        value = sizes[name]
+        n = int(value.get(task, 0)) if isinstance(value, Mapping) else int(value)
+        if n < 0:
+            raise ValueError(f"split size must be >= 0, got {name}={value}")
+        return n
+
     unknown = [t for t in tasks if t not in GENERATORS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; valid tasks: {sorted(GENERATORS)}")
@@ -175,8 +180,8 @@ def make_splits(seed: int, sizes: Mapping[str, int], *,
     for t_index, task in enumerate(tasks):
         rng = np.random.default_rng([seed, 7_919, t_index])
         seen: set[str] = set()
-        for name, n in sizes.items():
-            out[name].extend(_draw(task, rng, int(n), seen))
+        for name in sizes:
+            out[name].extend(_draw(task, rng, size(name, task), seen))
     for s_index, name in enumerate(sizes):
         order = np.random.default_rng([seed, 104_729, s_index]).permutation(len(out[name]))
         out[name] = [out[name][int(i)] for i in order]
