@@ -71,6 +71,10 @@ class RunConfig(BaseModel):
     scope: Scope = Field("global", description=(
         "Normalization history: global (the paper: one history for all steps) or per-context (one per "
         "task)."))
+    reward_baseline: float | None = Field(None, description=(
+        "Subtracted from the normalized reward before the bandit learns, so an untried RM looks better than "
+        "one that earned less than this (default: 0.75 for linucb/lints, 0 otherwise; 0 = the paper's raw "
+        "normalized reward)."))
     mab_reward: MabReward = Field("dpo+nll", description=(
         "Bandit reward before normalization: dpo+nll (the paper: negative DPO + NLL loss), dpo, nll, "
         "loss-decrease, agreement (with the other RMs) or heldout (accuracy of samples; needs answers)."))

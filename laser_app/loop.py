@@ -352,6 +352,8 @@ def selector_kwargs(config: RunConfig, encoder: ContextEncoder | None = None) ->
              "exp3": {"gamma": config.exp3_gamma},
              "egreedy": {"epsilon": config.epsilon}}
     kwargs.update(hyper.get(config.policy, {}))
+    if config.reward_baseline is not None:
+        kwargs["reward_baseline"] = config.reward_baseline
     if encoder is not None:
         kwargs["encoder"] = encoder
     return kwargs

@@ -1,10 +1,11 @@
-"""The ``laser`` typer app: one module per command group (``run``, ``report``, ``world``)."""
+"""The ``laser`` typer app: one module per command group (``run``, ``compare``, ``report``, ``world``)."""
 
 from __future__ import annotations
 
 import typer
 
 from laser_app.commands._errors import user_error_lines, user_errors
+from laser_app.commands.compare import register as register_compare
 from laser_app.commands.report import report
 from laser_app.commands.run import run
 from laser_app.commands.world import app as world_app
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 app.command("run", help="Run the LASeR loop (or a baseline) and write a run folder.")(run)
 app.command("report", help="Redraw a run folder's plots and print its summary tables.")(report)
+register_compare(app)
 app.add_typer(world_app, name="world",
               help="Build or inspect the built-in world (tasks, policy, reward models).")
 

@@ -12,8 +12,8 @@ from laser_app.commands._errors import user_errors
 
 @user_errors
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by laser run (its --out).",
-                                            show_default=False)],
+    run_dir: Annotated[Path, typer.Argument(
+        help="A run folder written by laser run or laser compare (its --out).", show_default=False)],
     partial: Annotated[bool, typer.Option(help=(
         "Report a run that did not complete (running, interrupted or failed) from the steps it logged."
     ))] = False,
@@ -23,5 +23,11 @@ def report(
     from rich.console import Console
 
     from laser_app.report import report_run
+
+    if (run_dir / "compare.json").is_file() or (run_dir / "plan.json").is_file():
+        from laser_app.compare import report_compare
+
+        report_compare(run_dir, Console(), plots=plots)
+        return
 
     report_run(run_dir, Console(), partial=partial, plots=plots)
