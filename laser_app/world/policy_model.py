@@ -166,7 +166,7 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- generation
-@torch.no_grad()
+@torch.no_grad()  # type: ignore[untyped-decorator]
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], *,
              n: int = 1, temperature: float = 0.0, max_new_tokens: int = 8, seed: int = 0,
              batch_size: int = 256) -> list[list[str]]:

@@ -10,8 +10,11 @@ rejected) pairs:
   malformed string). Limited capacity and steps leave it good but imperfect, as real RMs are.
 * **out of its domain**, one of two behaviours, fixed before any method is compared:
 
-  - ``"noise"``: out-of-domain pairs are labelled by a fair coin, so the RM learns no preference there and
-    its out-of-domain rankings are arbitrary (pairwise accuracy near 0.5);
+  - ``"noise"``: every out-of-domain pair is a tie, i.e. shown in both orders (random directions, balanced
+    within the pair), so the only thing to learn there is indifference and what is left of the RM's
+    out-of-domain preferences is arbitrary (pairwise accuracy near 0.5). Labelling each pair by a coin left
+    large arbitrary offsets that the short training did not remove (measured: one RM preferred "no" on 98%
+    of yes/no pairs);
   - ``"bias"``: out-of-domain pairs are labelled by a fixed rule unrelated to correctness, the way real RMs
     carry length or style biases: **math** prefers the larger number, **yesno** prefers "yes", **mcq**
     prefers the earlier letter (A over B over C over D). Pairs the rule cannot order (e.g. two malformed
@@ -29,6 +32,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from torch.nn.functional import softplus
 from transformers import LlamaForCausalLM, LlamaForSequenceClassification, PreTrainedTokenizerBase
 
 from laser_app.world.policy_model import seeded
@@ -57,12 +61,13 @@ class RMTrainSpec:
 
 @dataclass(frozen=True)
 class PreferencePair:
-    """A (prompt, chosen, rejected) triple with the prompt's task."""
+    """A (prompt, chosen, rejected) triple with the prompt's task; ``tie``: shown in both orders (no preference)."""
 
     prompt: str
     chosen: str
     rejected: str
     task: str
+    tie: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,12 +159,13 @@ def label_pairs(candidates: Sequence[Candidate], *, home: str, ood: str,
         raise ValueError(f"ood must be one of {list(OOD_KINDS)}, got {ood!r}")
     pairs: list[PreferencePair] = []
     for c in candidates:
-        correct_first: bool | None
-        if c.task == home:
-            correct_first = True
-        elif ood == "noise":
-            correct_first = bool(rng.random() < 0.5)
-        else:
+        if c.task != home and ood == "noise":
+            first = bool(rng.random() < 0.5)
+            a, b = (c.correct, c.wrong) if first else (c.wrong, c.correct)
+            pairs.append(PreferencePair(c.prompt, a, b, c.task, tie=True))
+            continue
+        correct_first: bool | None = True
+        if c.task != home:
             kc, kw = bias_key(c.task, c.correct), bias_key(c.task, c.wrong)
             correct_first = None if kc is None or kw is None or kc == kw else kc > kw
         if correct_first is None:
@@ -220,7 +226,8 @@ def _cycle(items: Sequence[PreferencePair], rng: np.random.Generator) -> Iterato
 def train_reward_model(model: LlamaForSequenceClassification, tokenizer: PreTrainedTokenizerBase,
                        pairs: Sequence[PreferencePair], home: str | None, spec: RMTrainSpec, *, seed: int,
                        progress: Callable[[int], None] | None = None) -> list[float]:
-    """Bradley-Terry training in place: minimise ``-log sigmoid(r(chosen) - r(rejected))``.
+    """Bradley-Terry training in place: minimise ``-log sigmoid(r(chosen) - r(rejected))`` (for a tie, the
+    mean over both orders).
 
     On in-domain pairs an auxiliary loss (weight ``aux_weight``) asks the last position of both responses to
     name the right response's last token through the (tied) embedding matrix: the RM must then work out the
@@ -240,7 +247,9 @@ def train_reward_model(model: LlamaForSequenceClassification, tokenizer: PreTrai
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warm, total = spec.warmup, spec.steps
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
+        optimizer,
+        lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))),
+    )
     cache: dict[tuple[str, str], list[int]] = {}
 
     def ids(prompt: str, response: str) -> list[int]:
@@ -262,7 +271,10 @@ def train_reward_model(model: LlamaForSequenceClassification, tokenizer: PreTrai
         pooled = hidden[torch.arange(len(seqs)), mask.sum(-1) - 1]  # the last token (right padding)
         rewards = model.score(pooled)[:, 0]
         margin = rewards[: len(batch)] - rewards[len(batch):]
-        loss = -torch.nn.functional.logsigmoid(margin).mean()
+        tie = torch.tensor([p.tie for p in batch])
+        # a tie is the pair in both orders: softplus(-m) + softplus(m), lowest at m = 0
+        per_pair = torch.where(tie, 0.5 * (softplus(-margin) + softplus(margin)), softplus(-margin))
+        loss = per_pair.mean()
         n_own = len(batch) - n_other
         if spec.aux_weight > 0:  # in-domain rows: name the right answer's last token at the last position
             target = torch.tensor([ids(p.prompt, p.chosen)[-1] for p in batch[:n_own]] * 2)

@@ -86,7 +86,7 @@ def _math_add(rng: np.random.Generator) -> tuple[str, ...]:
 
 
 def _math_sub(rng: np.random.Generator) -> tuple[str, ...]:
-    n, m = _two_names(rng)
+    n, _m = _two_names(rng)
     o = _OBJECTS[int(rng.integers(len(_OBJECTS)))]
     b, c = (int(x) for x in rng.integers(1, 10, size=2))
     a = b + c
@@ -189,7 +189,8 @@ def make_splits(seed: int, sizes: Mapping[str, int | Mapping[str, int]], *,
 
 
 def _draw(task: str, rng: np.random.Generator, n: int, seen: set[str]) -> list[Example]:
-    gen, items, tries = GENERATORS[task], [], 0
+    gen, tries = GENERATORS[task], 0
+    items: list[Example] = []
     while len(items) < n:
         tries += 1
         if tries > 50 * n + 1000:

@@ -136,10 +136,9 @@ def test_label_pairs_follow_the_stated_rules() -> None:
     biased = label_pairs(cands, home="yesno", ood="bias", rng=np.random.default_rng(0))
     chosen = {(p.prompt, p.chosen) for p in biased}
     assert chosen == {("m", " 4+4=9"), ("m2", " 4+4=8"), ("y", " no"), ("c", " A")}  # c2 undecidable
-    noisy = label_pairs(cands * 200, home="math", ood="noise", rng=np.random.default_rng(0))
-    assert all(p.chosen == " 4+4=8" for p in noisy if p.task == "math")
-    flips = [p.chosen == " no" for p in noisy if p.task == "yesno"]
-    assert 0.4 < float(np.mean(flips)) < 0.6
+    noisy = label_pairs(cands, home="math", ood="noise", rng=np.random.default_rng(0))
+    assert [(p.chosen, p.tie) for p in noisy if p.task == "math"] == [(" 4+4=8", False)] * 2
+    assert len(noisy) == 5 and all(p.tie for p in noisy if p.task != "math")
     with pytest.raises(ValueError, match="ood must be one of"):
         label_pairs(cands, home="math", ood="length", rng=np.random.default_rng(0))
 
