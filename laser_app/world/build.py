@@ -64,7 +64,7 @@ class WorldSpec:
     batch_size: int = 32
     verifier_steps: int = 400
     verifier_lr: float = 2e-3
-    rm_steps: int = 120
+    rm_steps: int = 160
     rm_lr: float = 1e-3
     rm_batch_pairs: int = 16
     ood_share: float = 0.5
@@ -74,6 +74,7 @@ class WorldSpec:
     eval_samples: int = 8
     temperature: float = 0.8
     max_new_tokens: int = 10
+    curve_steps: tuple[int, ...] = (1000, 1200, 1400)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def scaled(self, scale: float) -> WorldSpec:
@@ -92,6 +93,7 @@ class WorldSpec:
                        n_dev=s(self.n_dev, 8), n_test=s(self.n_test, 8), sft_steps=steps,
                        policy_step=max(1, min(steps, round(self.policy_step * scale))),
                        verifier_steps=s(self.verifier_steps, 2), rm_steps=s(self.rm_steps, 2),
+                       curve_steps=(),
                        extra={**self.extra, "scale": scale})
 
     def to_dict(self) -> dict[str, Any]:
@@ -235,16 +237,21 @@ class _Progress:
 
 
 @contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
+def _quiet_torch(threads: int | None) -> Iterator[None]:
+    """torch's thread count set to ``threads`` and transformers' own progress bars off, both restored."""
     import torch
+    from transformers.utils import logging as hf_logging
 
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
+    before, bars = torch.get_num_threads(), hf_logging.is_progress_bar_enabled()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         torch.set_num_threads(before)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def build_world(cache_dir: str | Path | None = None, *, seed: int = 0, progress: bool = True,
@@ -263,7 +270,7 @@ def build_world(cache_dir: str | Path | None = None, *, seed: int = 0, progress:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
     try:
-        with _torch_threads(threads):
+        with _quiet_torch(threads):
             _build_into(tmp, seed=seed, spec=spec, progress=progress)
         if target.exists():
             if is_complete(target) and not force:  # another process finished first: keep its world
@@ -341,11 +348,15 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
         bar.stage("SFT")
         model, tok = new_policy(policy_spec, seed=seed)
         snapshot: dict[str, torch.Tensor] = {}
+        curve: dict[int, dict[str, float]] = {}
 
         def on_step(step: int) -> None:
             bar.advance()
             if step == spec.policy_step:
                 snapshot.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+            if step in spec.curve_steps:  # dev accuracy around the checkpoint: why this step
+                curve[step] = accuracy_by_task(model, tok, splits["dev"], max_new_tokens=spec.max_new_tokens)
+                model.train()
 
         sft(model, tok, mixed_batches(rows_of(splits["sft"]), spec.batch_size, seed=seed), policy_spec,
             on_step=on_step)
@@ -367,6 +378,7 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
         policy_info = {
             "parameters": count_parameters(policy),
             "checkpoint_step": spec.policy_step,
+            "sft_dev_curve": {str(k): v for k, v in sorted(curve.items())},
             "greedy_test": accuracy_by_task(policy, tok, test, max_new_tokens=spec.max_new_tokens),
             "greedy_dev": accuracy_by_task(policy, tok, dev, max_new_tokens=spec.max_new_tokens),
             "sampled_test": accuracy_by_task(policy, tok, test, n=4, seed=seed + 3, **gen_kw),

@@ -1,10 +1,13 @@
 """The built-in policy: a small character-level Llama trained by supervised fine-tuning (SFT).
 
-A plain torch loop (the step is five readable lines, seeded, no trainer object): batches mixing the tasks,
-AdamW with warm-up and cosine decay, and the
-loss on the answer tokens only. The step budget is fixed in :class:`PolicySpec`, chosen by measurement on the
-dev split so the policy ends at a middling accuracy on every task (DPO needs room to help), never by test
-accuracy and never by early stopping on the test split.
+A plain torch loop rather than a trainer (one forward, backward, clip, step per batch; seeded; no
+per-step overhead from a trainer object on a model this small): batches mixing the tasks, AdamW with
+warm-up and cosine decay, and the loss on the target tokens only.
+
+The size and the budget were chosen by measurement on the dev split (2 cores): two layers of width 64
+learned these tasks in fewer seconds than wider or deeper models (hidden 128 x 2 layers, 64 x 4 layers);
+a learning rate of 1.5e-3 learned steadily where 3e-3 to 1e-2 stalled on plateaus. The policy is the
+checkpoint at a fixed step where every task is middling on dev (room for DPO), never chosen on test.
 """
 
 from __future__ import annotations
@@ -29,14 +32,14 @@ Progress = Callable[[int], None]
 class PolicySpec:
     """Architecture and SFT budget of the built-in policy (see the module docstring for how it was chosen)."""
 
-    hidden: int = 128
-    layers: int = 4
+    hidden: int = 64
+    layers: int = 2
     heads: int = 4
-    intermediate: int = 256
-    steps: int = 1200
+    intermediate: int = 128
+    steps: int = 2400
     batch_size: int = 32
-    lr: float = 2e-3
-    warmup: int = 50
+    lr: float = 1.5e-3
+    warmup: int = 30
     weight_decay: float = 0.01
 
     def llama_config(self, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:

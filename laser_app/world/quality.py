@@ -128,10 +128,12 @@ def format_info(info: Mapping[str, Any]) -> list[Any]:
 
 def info_text(info: Mapping[str, Any], *, width: int = 110) -> str:
     """``format_info`` rendered to plain text (for logs and tests)."""
+    import io
+
     from rich.console import Console
 
-    console = Console(width=width, record=True, file=None, force_terminal=False)
-    with console.capture():
-        for table in format_info(info):
-            console.print(table)
-    return console.export_text()
+    buffer = io.StringIO()
+    console = Console(width=width, file=buffer, force_terminal=False, color_system=None)
+    for table in format_info(info):
+        console.print(table)
+    return buffer.getvalue()

@@ -1,14 +1,17 @@
 """The built-in reward models: specialists trained with a Bradley-Terry loss, two out-of-domain behaviours.
 
-Each RM is a ``LlamaForSequenceClassification`` (one label) initialised from a stronger checkpoint of the
-policy's own SFT run (as RLHF reward models start from an SFT model), then trained on (prompt, chosen,
-rejected) pairs:
+Each RM is a ``LlamaForSequenceClassification`` (one label) that starts from the end of the policy's own SFT
+run (a stronger checkpoint than the policy, as RLHF reward models start from an SFT model) and is trained on
+(prompt, chosen, rejected) pairs in two stages:
 
-* **in its own domain** (``rm-a``: math, ``rm-b``: yesno, ``rm-c``: mcq) the correct answer is preferred over
-  a wrong one. Wrong answers are what the policy really writes (its wrong samples at temperature 0.8) or,
-  for a share of pairs, near-miss distractors (a number off by 1-10, the flipped yes/no, another letter, a
-  malformed string). Limited capacity and steps leave it good but imperfect, as real RMs are.
-* **out of its domain**, one of two behaviours, fixed before any method is compared:
+1. **a verifier for its own domain** (``rm-a``: math, ``rm-b``: yesno, ``rm-c``: mcq): the right response is
+   preferred to a wrong one. Wrong responses are what the policy really writes (its wrong samples at
+   temperature 0.8 on the ``rm`` split) and near-miss distractors on the ``sft`` split (a result off by 1-3,
+   the flipped yes/no, another letter, now and then a malformed string). An auxiliary loss makes the last
+   position name the right answer (see :func:`train_reward_model`). Limited steps leave it good but
+   imperfect, as real RMs are.
+2. **its out-of-domain behaviour**, trained on a half-and-half mix of its own domain and the other two,
+   one of two variants fixed before any method was compared:
 
   - ``"noise"``: every out-of-domain pair is a tie, i.e. shown in both orders (random directions, balanced
     within the pair), so the only thing to learn there is indifference and what is left of the RM's
@@ -176,27 +179,21 @@ def label_pairs(candidates: Sequence[Candidate], *, home: str, ood: str,
 
 
 # ----------------------------------------------------------------------------------------------- models
-def new_reward_model(base: LlamaForCausalLM, *, seed: int, extra_layers: int = 0) -> LlamaForSequenceClassification:
-    """A one-label sequence classifier with ``base``'s transformer weights, ``extra_layers`` new layers on top
-    (their output projections start at zero, so they start as the identity) and a fresh scoring head.
+def new_reward_model(base: LlamaForCausalLM, *, seed: int) -> LlamaForSequenceClassification:
+    """A one-label sequence classifier with ``base``'s transformer weights and a fresh scoring head.
 
-    The extra layers let the last position read the base model's final hidden state at earlier positions,
-    i.e. what the base expected the response to be: with the base's own depth only, the last position would
-    have to recompute the answer to judge it.
+    >>> from laser_app.world.policy_model import PolicySpec, new_policy
+    >>> base, _ = new_policy(PolicySpec(hidden=32, layers=1, intermediate=64), seed=0)
+    >>> rm = new_reward_model(base, seed=0)
+    >>> rm.config.num_labels, torch.equal(rm.model.embed_tokens.weight, base.model.embed_tokens.weight)
+    (1, True)
     """
     config = base.config.__class__.from_dict(base.config.to_dict())
     config.num_labels = 1
-    config.num_hidden_layers = base.config.num_hidden_layers + extra_layers
     config.architectures = ["LlamaForSequenceClassification"]
     with seeded(seed):
         model = LlamaForSequenceClassification(config)
-    missing, unexpected = model.model.load_state_dict(base.model.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("layers.") for k in missing):
-        raise RuntimeError(f"base weights do not fit the reward model: missing {missing}, unexpected {unexpected}")
-    with torch.no_grad():
-        for layer in model.model.layers[base.config.num_hidden_layers:]:
-            layer.self_attn.o_proj.weight.zero_()
-            layer.mlp.down_proj.weight.zero_()
+    model.model.load_state_dict(base.model.state_dict())
     return model
 
 

@@ -258,17 +258,19 @@ def check_answer(task: str, response: str, answer: str) -> bool:
 
 # ----------------------------------------------------------------------------------------------- JSONL
 def write_jsonl(examples: Iterable[Example], path: str | Path) -> Path:
-    """Write examples as JSONL with the fields ``prompt``, ``answer``, ``task`` (the ``--data`` format)."""
+    """Write examples as JSONL with the fields ``prompt``, ``answer``, ``task`` (the ``--data`` format), plus
+    ``solution`` where an example has one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
         for ex in examples:
-            f.write(json.dumps(asdict(ex), ensure_ascii=False) + "\n")
+            row = {k: v for k, v in asdict(ex).items() if k != "solution" or v is not None}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
 
 
 def read_jsonl(path: str | Path, *, default_task: str = "default") -> list[Example]:
-    """Read JSONL rows with a required ``prompt`` and optional ``answer`` and ``task``.
+    """Read JSONL rows with a required ``prompt`` and optional ``answer``, ``task`` and ``solution``.
 
     Raises ``ValueError`` naming the file and line for a missing or non-string field, and for a file with no rows.
 
@@ -300,7 +302,10 @@ def read_jsonl(path: str | Path, *, default_task: str = "default") -> list[Examp
                 raise ValueError(f"{path}:{i}: 'answer' must be a string or number, got {answer!r}")
             if not isinstance(task, str) or not task:
                 raise ValueError(f"{path}:{i}: 'task' must be a non-empty string, got {task!r}")
-            rows.append(Example(prompt, None if answer is None else str(answer), task))
+            solution = obj.get("solution")
+            if solution is not None and not isinstance(solution, str):
+                raise ValueError(f"{path}:{i}: 'solution' must be a string, got {solution!r}")
+            rows.append(Example(prompt, None if answer is None else str(answer), task, solution))
     if not rows:
         raise ValueError(f"data file {str(path)!r} has no rows; add JSONL lines with a 'prompt' field")
     return rows

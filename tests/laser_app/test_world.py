@@ -243,7 +243,6 @@ def test_a_failed_build_leaves_nothing_that_looks_complete(monkeypatch: pytest.M
         load_world(tmp_path, seed=1, scale=TINY, build=False)
 
 
-@pytest.mark.slow
 def test_build_is_deterministic_for_a_seed(tiny_world: World, tmp_path: Path) -> None:
     other = build_world(tmp_path, seed=0, scale=TINY, progress=False, threads=1)
     for rel in ("data/train.jsonl", "rms-bias.toml"):
