@@ -87,7 +87,8 @@ def format_info(info: Mapping[str, Any]) -> list[Any]:
     >>> info = {"seed": 0, "tasks": ["math"], "policy": {"greedy_test": {"math": 0.5},
     ...         "sampled_test": {"math": 0.4}, "parameters": 10},
     ...         "quality": {"bias": {"rm-a": {"math": 0.9}}}, "rm_for_task": {"math": "rm-a"}}
-    >>> console = Console(width=100, record=True)
+    >>> import io
+    >>> console = Console(width=100, record=True, file=io.StringIO())
     >>> for table in format_info(info): console.print(table)
     >>> "rm-a" in console.export_text()
     True

@@ -206,7 +206,7 @@ def make_tasks(seed: int, n_train: int, n_dev: int, n_test: int) -> dict[str, li
     """The built-in tasks' ``train``/``dev``/``test`` splits, sizes per task (3 tasks), disjoint, seeded.
 
     >>> splits = make_tasks(0, n_train=4, n_dev=2, n_test=2)
-    >>> len(splits["train"]), splits["train"][0].prompt.endswith("Answer:")
+    >>> len(splits["train"]), splits["train"][0].prompt.endswith(ANSWER_CUE)
     (12, True)
     """
     return make_splits(seed, {"test": n_test, "dev": n_dev, "train": n_train})
@@ -278,7 +278,7 @@ def read_jsonl(path: str | Path, *, default_task: str = "default") -> list[Examp
     >>> p = os.path.join(tempfile.mkdtemp(), "d.jsonl")
     >>> _ = write_jsonl([Example("Q: 1+1? Answer:", "2", "math")], p)
     >>> read_jsonl(p)
-    [Example(prompt='Q: 1+1? Answer:', answer='2', task='math')]
+    [Example(prompt='Q: 1+1? Answer:', answer='2', task='math', solution=None)]
     """
     path = Path(path)
     if not path.is_file():
