@@ -202,6 +202,7 @@ def accuracy_by_task(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                          seed=seed, max_new_tokens=max_new_tokens)
     hits: dict[str, list[float]] = {}
     for ex, rs in zip(examples, responses, strict=True):
-        assert ex.answer is not None
+        if ex.answer is None:
+            raise ValueError(f"example has no answer to check against: {ex.prompt!r}")
         hits.setdefault(ex.task, []).extend(float(check_answer(ex.task, r, ex.answer)) for r in rs)
     return {t: float(np.mean(v)) for t, v in sorted(hits.items())}

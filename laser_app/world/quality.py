@@ -9,12 +9,14 @@ by the stated bias rule is reported too.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from laser_app.world.reward_models import Candidate, bias_key
 from laser_app.world.tasks import Example, check_answer
+
+if TYPE_CHECKING:  # the RM module imports torch; this one stays importable without it
+    from laser_app.world.reward_models import Candidate
 
 ScoreFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
@@ -27,9 +29,12 @@ def eval_candidates(examples: Sequence[Example], samples: Sequence[Sequence[str]
     >>> [(c.correct, c.wrong) for c in eval_candidates([ex], [[" 4", " 5", " 4", " 3"]])]
     [(' 4', ' 3'), (' 4', ' 5')]
     """
+    from laser_app.world.reward_models import Candidate
+
     out: list[Candidate] = []
     for ex, responses in zip(examples, samples, strict=True):
-        assert ex.answer is not None
+        if ex.answer is None:
+            raise ValueError(f"example has no answer to check against: {ex.prompt!r}")
         distinct = sorted(set(responses))
         good = [r for r in distinct if check_answer(ex.task, r, ex.answer)]
         bad = [r for r in distinct if not check_answer(ex.task, r, ex.answer)]
@@ -50,6 +55,7 @@ def _scores(score: ScoreFn, candidates: Sequence[Candidate]) -> tuple[np.ndarray
 def pairwise_accuracy(score: ScoreFn, candidates: Sequence[Candidate]) -> dict[str, float]:
     """Per task, the share of candidates scored correct > wrong (ties count 0.5).
 
+    >>> from laser_app.world.reward_models import Candidate
     >>> cands = [Candidate("p", "math", " 4", " 5"), Candidate("q", "math", " 1", " 2")]
     >>> pairwise_accuracy(lambda ps, rs: np.array([float(r) for r in rs]), cands)
     {'math': 0.0}
@@ -75,6 +81,8 @@ def bias_agreement(score: ScoreFn, candidates: Sequence[Candidate]) -> dict[str,
 
 
 def _rule(c: Candidate) -> bool | None:
+    from laser_app.world.reward_models import bias_key
+
     kc, kw = bias_key(c.task, c.correct), bias_key(c.task, c.wrong)
     return None if kc is None or kw is None or kc == kw else kc > kw
 
@@ -98,11 +106,30 @@ def format_info(info: Mapping[str, Any]) -> list[Any]:
     tasks = list(info.get("tasks", []))
     tables: list[Any] = []
     policy = info.get("policy", {})
+    summary = Table(title="Built-in world", show_header=False)
+    summary.add_column("item")
+    summary.add_column("value")
+    per_task = (info.get("sizes") or {}).get("per_task", {})
+    rows = [("path", info.get("path")), ("seed", info.get("seed")), ("version", info.get("version")),
+            ("examples per task", ", ".join(f"{k} {v}" for k, v in per_task.items()
+                                            if k in ("train", "dev", "test"))),
+            ("parameters", f"policy {policy.get('parameters', '?')}, each RM {info.get('rm_parameters', '?')}"),
+            ("policy checkpoint", f"SFT step {policy.get('checkpoint_step', '?')}")]
+    timings = info.get("timings") or {}
+    if timings:
+        stages = ", ".join(f"{k} {v:.0f}s" for k, v in timings.items() if k != "total")
+        rows.append(("build time", f"{timings.get('total', 0):.0f} s ({stages}; "
+                                   f"{info.get('torch_threads', '?')} torch threads)"))
+    for key, value in rows:
+        if value not in (None, ""):
+            summary.add_row(key, str(value))
+    tables.append(summary)
     head = Table(title=f"Built-in policy (seed {info.get('seed')}, {policy.get('parameters', '?')} parameters)")
     head.add_column("accuracy")
     for t in tasks:
         head.add_column(t, justify="right")
-    for key, label in (("greedy_test", "greedy, test"), ("sampled_test", "sampled T=0.8, test")):
+    for key, label in (("greedy_test", "greedy, test"), ("sampled_test", "sampled T=0.8, test"),
+                       ("greedy_dev", "greedy, dev")):
         if key in policy:
             head.add_row(label, *(f"{policy[key].get(t, float('nan')):.3f}" for t in tasks))
     tables.append(head)

@@ -143,7 +143,8 @@ def make_candidates(examples: Sequence[Example], samples: Sequence[Sequence[str]
     or a near-miss distractor for a ``distractor_share`` of examples and when every sample was right."""
     out: list[Candidate] = []
     for ex, responses in zip(examples, samples, strict=True):
-        assert ex.answer is not None
+        if ex.answer is None:
+            raise ValueError(f"example has no answer to check against: {ex.prompt!r}")
         wrong = sorted({r for r in responses if not check_answer(ex.task, r, ex.answer)})
         if wrong and rng.random() >= distractor_share:
             bad = wrong[int(rng.integers(len(wrong)))]

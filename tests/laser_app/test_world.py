@@ -118,6 +118,15 @@ def test_user_rows_without_answer_or_task_read(tmp_path: Path) -> None:
     assert read_jsonl(path) == [Example("Hi", "3", "default"), Example("Bye", None, "default")]
 
 
+def test_task_helpers_import_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, laser_app.world as w; w.make_tasks(0, 1, 1, 1); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 # ----------------------------------------------------------------------------------------------- RM rules
 
 
@@ -241,6 +250,20 @@ def test_a_failed_build_leaves_nothing_that_looks_complete(monkeypatch: pytest.M
     assert not is_complete(world_dir(tmp_path, 1, TINY))
     with pytest.raises(FileNotFoundError, match="no built world"):
         load_world(tmp_path, seed=1, scale=TINY, build=False)
+
+
+def test_folders_of_killed_builds_are_removed_by_the_next_build(tmp_path: Path) -> None:
+    import os
+
+    from laser_app.world.build import _remove_abandoned
+
+    target = world_dir(tmp_path, 1, TINY)
+    dead = tmp_path / f".{target.name}.building-999999999-x"  # no process has this id
+    alive = tmp_path / f".{target.name}.building-{os.getpid()}-y"
+    for folder in (dead, alive):
+        (folder / "policy").mkdir(parents=True)
+    _remove_abandoned(target)
+    assert not dead.exists() and alive.exists()
 
 
 def test_build_is_deterministic_for_a_seed(tiny_world: World, tmp_path: Path) -> None:
