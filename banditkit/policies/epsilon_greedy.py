@@ -8,10 +8,11 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from banditkit._validation import FloatArray, IntArray, check_k, check_real
-from banditkit.base import BasePolicy, Seed
+from banditkit.base import Seed
+from banditkit.policies._arm_stats import ArmStatistics
 
 
-class EpsilonGreedy(BasePolicy):
+class EpsilonGreedy(ArmStatistics):
     """Epsilon-greedy with an optional decaying exploration rate.
 
     With probability ``epsilon_t`` the arm is drawn uniformly; otherwise it is the greedy arm, the
@@ -44,8 +45,7 @@ class EpsilonGreedy(BasePolicy):
         self.min_epsilon = check_real("min_epsilon", min_epsilon, low=0.0, high=1.0)
         if self.min_epsilon > self.epsilon:
             raise ValueError(f"min_epsilon ({self.min_epsilon}) must be <= epsilon ({self.epsilon})")
-        self._counts = np.zeros(self._n_arms)
-        self._sums = np.zeros(self._n_arms)
+        self._init_stats()
         self._t = 0
 
     @property
@@ -103,17 +103,8 @@ class EpsilonGreedy(BasePolicy):
         return {"epsilon": self.epsilon, "decay": self.decay, "min_epsilon": self.min_epsilon}
 
     def _get_state(self) -> dict[str, Any]:
-        return {"counts": self._counts.copy(), "sums": self._sums.copy(), "t": self._t}
+        return {**super()._get_state(), "t": self._t}
 
     def _set_state(self, state: dict[str, Any]) -> None:
-        self._counts = np.asarray(state["counts"], dtype=np.float64).copy()
-        self._sums = np.asarray(state["sums"], dtype=np.float64).copy()
+        super()._set_state(state)
         self._t = int(state["t"])
-
-    def _add_arm(self) -> None:
-        self._counts = np.append(self._counts, 0.0)
-        self._sums = np.append(self._sums, 0.0)
-
-    def _remove_arm(self, arm: int) -> None:
-        self._counts = np.delete(self._counts, arm)
-        self._sums = np.delete(self._sums, arm)

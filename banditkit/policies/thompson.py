@@ -9,7 +9,8 @@ from numpy.typing import ArrayLike
 from scipy import special
 
 from banditkit._validation import FloatArray, IntArray, check_k, check_real, check_reward
-from banditkit.base import BasePolicy, Seed
+from banditkit.base import Seed
+from banditkit.policies._arm_stats import ArmStatistics
 
 Likelihood = Literal["bernoulli", "gaussian"]
 LIKELIHOODS: tuple[str, ...] = get_args(Likelihood)
@@ -18,7 +19,7 @@ LIKELIHOODS: tuple[str, ...] = get_args(Likelihood)
 PROBABILITY_DRAWS = 4000
 
 
-class ThompsonSampling(BasePolicy):
+class ThompsonSampling(ArmStatistics):
     """Thompson sampling: draw each arm's mean from its posterior, play the largest draw.
 
     ``likelihood="bernoulli"``: a ``Beta(prior_alpha, prior_beta)`` prior per arm; a reward ``r`` in
@@ -59,8 +60,7 @@ class ThompsonSampling(BasePolicy):
         self.prior_mean = check_real("prior_mean", prior_mean)
         self.prior_var = check_real("prior_var", prior_var, low=0.0, low_open=True)
         self.noise_var = check_real("noise_var", noise_var, low=0.0, low_open=True)
-        self._counts = np.zeros(self._n_arms)
-        self._sums = np.zeros(self._n_arms)
+        self._init_stats()
 
     @property
     def counts(self) -> FloatArray:
@@ -125,18 +125,3 @@ class ThompsonSampling(BasePolicy):
         return {"likelihood": self.likelihood, "prior_alpha": self.prior_alpha,
                 "prior_beta": self.prior_beta, "prior_mean": self.prior_mean,
                 "prior_var": self.prior_var, "noise_var": self.noise_var}
-
-    def _get_state(self) -> dict[str, Any]:
-        return {"counts": self._counts.copy(), "sums": self._sums.copy()}
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        self._counts = np.asarray(state["counts"], dtype=np.float64).copy()
-        self._sums = np.asarray(state["sums"], dtype=np.float64).copy()
-
-    def _add_arm(self) -> None:
-        self._counts = np.append(self._counts, 0.0)
-        self._sums = np.append(self._sums, 0.0)
-
-    def _remove_arm(self, arm: int) -> None:
-        self._counts = np.delete(self._counts, arm)
-        self._sums = np.delete(self._sums, arm)

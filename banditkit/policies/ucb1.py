@@ -7,10 +7,11 @@ from typing import Any
 import numpy as np
 
 from banditkit._validation import FloatArray, check_real
-from banditkit.base import BasePolicy, Seed
+from banditkit.base import Seed
+from banditkit.policies._arm_stats import ArmStatistics
 
 
-class UCB1(BasePolicy):
+class UCB1(ArmStatistics):
     """UCB1 (Auer, Cesa-Bianchi and Fischer, 2002).
 
     Plays each arm once (lowest index first), then the arm maximizing
@@ -36,8 +37,7 @@ class UCB1(BasePolicy):
     def __init__(self, n_arms: int, *, c: float = 2.0, seed: Seed = None) -> None:
         super().__init__(n_arms, seed=seed)
         self.c = check_real("c", c, low=0.0)
-        self._counts = np.zeros(self._n_arms)
-        self._sums = np.zeros(self._n_arms)
+        self._init_stats()
 
     @property
     def counts(self) -> FloatArray:
@@ -76,18 +76,3 @@ class UCB1(BasePolicy):
 
     def _hyperparams(self) -> dict[str, Any]:
         return {"c": self.c}
-
-    def _get_state(self) -> dict[str, Any]:
-        return {"counts": self._counts.copy(), "sums": self._sums.copy()}
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        self._counts = np.asarray(state["counts"], dtype=np.float64).copy()
-        self._sums = np.asarray(state["sums"], dtype=np.float64).copy()
-
-    def _add_arm(self) -> None:
-        self._counts = np.append(self._counts, 0.0)
-        self._sums = np.append(self._sums, 0.0)
-
-    def _remove_arm(self, arm: int) -> None:
-        self._counts = np.delete(self._counts, arm)
-        self._sums = np.delete(self._sums, arm)
