@@ -168,7 +168,16 @@ class ProjectedEncoder:
         return self._dim
 
     def encode(self, prompts: Sequence[str]) -> FloatMatrix:
-        x = np.asarray(self.encoder.encode(check_prompts(prompts)), dtype=np.float64)
+        return self.project(self.encoder.encode(check_prompts(prompts)))
+
+    def project(self, features: Any) -> FloatMatrix:
+        """Project (and normalize) the inner encoder's ``(n, inner_dim)`` features.
+
+        >>> enc = ProjectedEncoder(HashingEncoder(dim=64), 8, seed=1)
+        >>> bool(np.allclose(enc.project(enc.encoder.encode(["a"])), enc.encode(["a"])))
+        True
+        """
+        x = np.asarray(features, dtype=np.float64)
         if self.matrix is not None:
             if x.ndim != 2 or x.shape[1] != self.matrix.shape[0]:
                 raise ValueError(f"inner encoder returned shape {x.shape}, "
@@ -337,3 +346,85 @@ class PolicyHiddenStateEncoder:
             raise ValueError("the policy produced non-finite hidden states; "
                              "check the model's dtype and weights")
         return out
+
+
+# ------------------------------------------------------------------------- contexts read from generation
+class PrefillCapture:
+    """Reads the policy's last-prompt-token hidden state from a ``generate`` call's prefill pass.
+
+    Sampling does not depend on the RM the bandit picks, so a loop can generate first and take LASeR's
+    context from generation's own forward pass instead of running the policy a second time. A forward
+    pre-hook on the output embedding (``lm_head``) keeps the input of its first call: the final hidden
+    state (what :class:`PolicyHiddenStateEncoder` reads as ``hidden_states[-1]``) at the last prompt
+    position. ``features(n_prompts)`` returns one row per prompt (generate repeats each prompt once per
+    returned sequence).
+
+    >>> import tempfile
+    >>> from transformers import AutoModelForCausalLM, AutoTokenizer
+    >>> from laser_adapters.generation import sample_responses
+    >>> from laser_adapters.testing import tiny_causal_lm
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = tiny_causal_lm(d, hidden=16)
+    ...     model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    ...     with PrefillCapture(model) as cap:
+    ...         _ = sample_responses(model, tok, ["1+1=", "Reverse abc:"], n=3, max_new_tokens=2, seed=0)
+    ...     direct = PolicyHiddenStateEncoder(model, tok).encode(["1+1=", "Reverse abc:"])
+    ...     bool(np.allclose(cap.features(2), direct, atol=1e-5))
+    True
+    """
+
+    def __init__(self, model: Any) -> None:
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if head is None:
+            raise ValueError(f"{type(model).__name__} has no output embedding (lm_head) to read hidden "
+                             "states from; encode contexts with PolicyHiddenStateEncoder instead")
+        self._head = head
+        self._handle: Any = None
+        self._state: torch.Tensor | None = None
+
+    def __enter__(self) -> PrefillCapture:
+        self._state = None
+        self._handle = self._head.register_forward_pre_hook(self._keep_first)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def _keep_first(self, module: Any, args: tuple[Any, ...]) -> None:
+        if self._state is None and args:
+            self._state = args[0][:, -1, :].detach().float().cpu()
+
+    def features(self, n_prompts: int) -> FloatMatrix:
+        """The captured ``(n_prompts, hidden)`` float64 features, one row per prompt."""
+        check_positive_int("n_prompts", n_prompts)
+        if self._state is None:
+            raise ValueError("no forward pass ran inside the capture; call generate inside the with block")
+        rows = int(self._state.shape[0])
+        if rows % n_prompts:
+            raise ValueError(f"the prefill had {rows} rows, not a multiple of {n_prompts} prompts")
+        out = self._state[:: rows // n_prompts].numpy().astype(np.float64)
+        if not np.isfinite(out).all():
+            raise ValueError("the policy produced non-finite hidden states; check the model's dtype and weights")
+        return np.asarray(out, dtype=np.float64)
+
+
+def reads_policy_states(encoder: ContextEncoder) -> bool:
+    """Whether ``encoder``'s features are the policy's hidden states (maybe projected), so
+    :func:`contexts_from_states` can build them from a :class:`PrefillCapture`.
+
+    >>> reads_policy_states(HashingEncoder()), reads_policy_states(ProjectedEncoder(HashingEncoder(), 4))
+    (False, False)
+    """
+    inner = encoder.encoder if isinstance(encoder, ProjectedEncoder) else encoder
+    return isinstance(inner, PolicyHiddenStateEncoder)
+
+
+def contexts_from_states(encoder: ContextEncoder, states: FloatMatrix) -> FloatMatrix:
+    """The features ``encoder`` would compute, from already-captured policy hidden states."""
+    if not reads_policy_states(encoder):
+        raise ValueError(f"{type(encoder).__name__} does not read the policy's hidden states")
+    if isinstance(encoder, ProjectedEncoder):
+        return encoder.project(states)
+    return np.asarray(states, dtype=np.float64)

@@ -76,16 +76,17 @@ def left_pad(tokenizer: Any, prompts: Sequence[str], *, max_length: int | None =
     return input_ids, attention_mask
 
 
-def cut_at_stop(text: str, stop: str | None) -> str:
-    """Text before the first occurrence of ``stop`` (all of it when ``stop`` is None or absent).
+def cut_at_stop(text: str, stop: str | None, *, keep: bool = False) -> str:
+    """Text before the first occurrence of ``stop`` (all of it when ``stop`` is None or absent); with
+    ``keep`` the stop string itself stays at the end.
 
-    >>> cut_at_stop("42\\nQ: next", "\\n"), cut_at_stop("42", None)
-    ('42', '42')
+    >>> cut_at_stop("42\\nQ: next", "\\n"), cut_at_stop("42", None), cut_at_stop("42\\nQ", "\\n", keep=True)
+    ('42', '42', '42\\n')
     """
     if not stop:
         return text
     index = text.find(stop)
-    return text if index < 0 else text[:index]
+    return text if index < 0 else text[:index + len(stop) if keep else index]
 
 
 class _StopOnText(StoppingCriteria):  # type: ignore[misc]
@@ -102,7 +103,7 @@ class _StopOnText(StoppingCriteria):  # type: ignore[misc]
 
 
 def _generate(model: Any, tokenizer: Any, prompts: list[str], *, num_return_sequences: int,
-              stop: str | None, **generate_kwargs: Any) -> list[str]:
+              stop: str | None, keep_stop: bool = False, **generate_kwargs: Any) -> list[str]:
     pad_id = ensure_pad_token(tokenizer)
     input_ids, attention_mask = left_pad(tokenizer, prompts, pad_token_id=pad_id)
     device = next(model.parameters()).device
@@ -117,7 +118,7 @@ def _generate(model: Any, tokenizer: Any, prompts: list[str], *, num_return_sequ
                                 **generate_kwargs)
     continuations = output[:, input_ids.shape[1]:].cpu()
     texts = tokenizer.batch_decode(continuations, skip_special_tokens=True)
-    return [cut_at_stop(t, stop) for t in texts]
+    return [cut_at_stop(t, stop, keep=keep_stop) for t in texts]
 
 
 def _eval_mode(model: Any) -> bool:
@@ -128,10 +129,12 @@ def _eval_mode(model: Any) -> bool:
 
 def sample_responses(model: Any, tokenizer: Any, prompts: Sequence[str], *, n: int, temperature: float = 0.8,
                      top_p: float = 1.0, max_new_tokens: int = 32, seed: int | None = None,
-                     stop: str | None = None) -> list[list[str]]:
+                     stop: str | None = None, keep_stop: bool = False) -> list[list[str]]:
     """Sample ``n`` continuations per prompt in one batched ``generate`` call: ``result[i][j]``.
 
-    The model is put in eval mode for the call and its training mode restored after.
+    The model is put in eval mode for the call and its training mode restored after. Each continuation
+    ends before ``stop``; with ``keep_stop`` it ends with ``stop`` when the model produced it, which is
+    what training on the samples needs (the policy must keep learning where its answers end).
 
     >>> import tempfile
     >>> from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -157,14 +160,14 @@ def sample_responses(model: Any, tokenizer: Any, prompts: Sequence[str], *, n: i
     was_training = _eval_mode(model)
     try:
         kwargs: dict[str, Any] = dict(do_sample=True, temperature=float(temperature), top_p=float(top_p),
-                                      top_k=0, max_new_tokens=max_new_tokens)
+                                      top_k=0, max_new_tokens=max_new_tokens, stop=stop, keep_stop=keep_stop)
         if seed is None:
-            flat = _generate(model, tokenizer, prompts, num_return_sequences=n, stop=stop, **kwargs)
+            flat = _generate(model, tokenizer, prompts, num_return_sequences=n, **kwargs)
         else:
             cuda = [device.index or 0] if device.type == "cuda" else []
             with torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(seed)
-                flat = _generate(model, tokenizer, prompts, num_return_sequences=n, stop=stop, **kwargs)
+                flat = _generate(model, tokenizer, prompts, num_return_sequences=n, **kwargs)
     finally:
         model.train(was_training)
     return [flat[i * n:(i + 1) * n] for i in range(len(prompts))]

@@ -59,8 +59,10 @@ class Selector(Protocol):
     name: str
     rm_names: list[str]
 
-    def choose(self, prompts: Sequence[str], *, tasks: Sequence[str] | None = None) -> list[tuple[str, ...]]:
-        """Per prompt, the RM names whose scores are needed (the routed RM first)."""
+    def choose(self, prompts: Sequence[str], *, tasks: Sequence[str] | None = None,
+               contexts: Any = None) -> list[tuple[str, ...]]:
+        """Per prompt, the RM names whose scores are needed (the routed RM first). ``contexts``: the
+        prompts' features when they are already at hand (e.g. read from generation), so no encoder runs."""
         ...
 
     def pairs_for(self, index: int, prompt: str, responses: Sequence[str], scores: Mapping[str, Any],
@@ -360,8 +362,11 @@ class RoutingSelector:
         return (rm,)
 
     # -- Selector protocol
-    def choose(self, prompts: Sequence[str], *, tasks: Sequence[str] | None = None) -> list[tuple[str, ...]]:
-        """Route the batch; per prompt the RM names whose scores are needed, the routed RM first."""
+    def choose(self, prompts: Sequence[str], *, tasks: Sequence[str] | None = None,
+               contexts: Any = None) -> list[tuple[str, ...]]:
+        """Route the batch; per prompt the RM names whose scores are needed, the routed RM first.
+
+        ``contexts``: optional precomputed ``(n_prompts, dim)`` features used instead of the encoder."""
         if isinstance(prompts, str):
             raise TypeError("prompts must be a list of strings, got a single string; wrap it in a list")
         plist = list(prompts)
@@ -371,9 +376,19 @@ class RoutingSelector:
         if tlist is not None and len(tlist) != len(plist):
             raise ValueError(f"got {len(plist)} prompts but {len(tlist)} task labels")
         self._batch = _Batch(prompts=plist, tasks=tlist, rms=[])
+        if contexts is not None:
+            self._batch.contexts = self._check_contexts(contexts, len(plist))
         rms = self._route(plist, tlist)
         self._batch.rms = rms
         return [self._needed(i, rm) for i, rm in enumerate(rms)]
+
+    def _check_contexts(self, contexts: Any, n: int) -> FloatArray:
+        x = _as_float_array(contexts, "contexts")
+        dim = getattr(getattr(self, "encoder", None), "dim", None)
+        if x.ndim != 2 or x.shape[0] != n or (dim is not None and x.shape[1] != dim):
+            raise ValueError(f"contexts must have shape ({n}, {dim if dim is not None else 'dim'}), "
+                             f"got {x.shape}")
+        return x
 
     def _require_batch(self) -> _Batch:
         if self._batch is None:
@@ -562,7 +577,8 @@ class RMSelector(RoutingSelector):
     def _route(self, prompts: list[str], tasks: list[str] | None) -> list[str]:
         b = self._require_batch()
         if self._needs_contexts(tasks):
-            b.contexts = self._encode(prompts)
+            if b.contexts is None:
+                b.contexts = self._encode(prompts)
             b.batch_context = b.contexts.mean(axis=0)
         if self.granularity == "batch":
             arm = int(self.policy.select(b.batch_context))

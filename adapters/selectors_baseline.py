@@ -127,6 +127,47 @@ class SequentialSelector(RoutingSelector):
         self._load_base_state(state)
 
 
+class OracleSelector(RoutingSelector):
+    """Each prompt to the RM built for its task (``rm_for_task``): the upper bound a selector can reach
+    when it knows which RM suits which task. Needs task labels; prompts are grouped by RM.
+
+    >>> sel = OracleSelector(["rm-a", "rm-b"], {"math": "rm-a", "yesno": "rm-b"})
+    >>> sel.choose(["2+2?", "Is it?"], tasks=["math", "yesno"])
+    [('rm-a',), ('rm-b',)]
+    """
+
+    def __init__(self, rm_names: Sequence[str], rm_for_task: Mapping[str, str], *,
+                 name: str = "oracle") -> None:
+        super().__init__(rm_names, name=name, granularity="instance")
+        if not rm_for_task:
+            raise ValueError("the oracle needs rm_for_task: the RM meant for each task, e.g. {'math': 'rm-a'}")
+        unknown = sorted(set(rm_for_task.values()) - set(self.rm_names))
+        if unknown:
+            raise ValueError(f"rm_for_task names unknown RMs {unknown}; valid names: {', '.join(self.rm_names)}")
+        self.rm_for_task = {str(k): str(v) for k, v in rm_for_task.items()}
+
+    def _route(self, prompts: list[str], tasks: list[str] | None) -> list[str]:
+        if tasks is None:
+            raise ValueError("the oracle routes by task: pass tasks to choose")
+        missing = sorted(set(tasks) - set(self.rm_for_task))
+        if missing:
+            raise ValueError(f"the oracle has no RM for task(s) {', '.join(missing)}; add them to rm_for_task")
+        return [self.rm_for_task[t] for t in tasks]
+
+    def feedback(self, label: str, prompt_indices: list[int], result: StepResult,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """No learning; returns ``{"selector", "rm", "n_prompts", "iteration"}``."""
+        return _log(self, label, self._check_group(label, prompt_indices))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self._base_state(), "rm_for_task": dict(self.rm_for_task)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._load_base_state(state)
+        self.rm_for_task = {str(k): check_choice("rm_for_task", v, self.rm_names)
+                            for k, v in state["rm_for_task"].items()}
+
+
 # --------------------------------------------------------------------------- ensembles
 def standardize(scores: FloatArray) -> FloatArray:
     """Z-scores of one RM's scores over a prompt's responses (population std); a constant RM gives 0.
@@ -155,8 +196,9 @@ class EnsembleSelector:
         self.iteration = 0
         self._n: int | None = None
 
-    def choose(self, prompts: Sequence[str], *, tasks: Sequence[str] | None = None) -> list[tuple[str, ...]]:
-        """Every RM for every prompt."""
+    def choose(self, prompts: Sequence[str], *, tasks: Sequence[str] | None = None,
+               contexts: Any = None) -> list[tuple[str, ...]]:
+        """Every RM for every prompt (``contexts`` is accepted for the protocol and not needed)."""
         if isinstance(prompts, str):
             raise TypeError("prompts must be a list of strings, got a single string; wrap it in a list")
         n = len(list(prompts))
@@ -260,9 +302,10 @@ class AgreementEnsembleSelector(EnsembleSelector):
         self.dropped_disagreements = 0
         self._dropped: dict[int, int] = {}
 
-    def choose(self, prompts: Sequence[str], *, tasks: Sequence[str] | None = None) -> list[tuple[str, ...]]:
+    def choose(self, prompts: Sequence[str], *, tasks: Sequence[str] | None = None,
+               contexts: Any = None) -> list[tuple[str, ...]]:
         self._dropped = {}
-        return super().choose(prompts, tasks=tasks)
+        return super().choose(prompts, tasks=tasks, contexts=contexts)
 
     def pairs_for(self, index: int, prompt: str, responses: Sequence[str], scores: Mapping[str, Any],
                   max_pairs: int) -> PairResult:
@@ -310,7 +353,7 @@ def _response_index(responses: Sequence[str], scores: FloatArray, text: str, sco
 
 # --------------------------------------------------------------------------- factory
 _SELECTOR_KW = ("encoder", "normalizer", "granularity", "reward", "scope", "n_clusters", "probe_size", "seed",
-                "cluster_warmup", "reward_baseline")
+                "cluster_warmup", "reward_baseline", "rm_for_task")
 
 # name -> (module, class, contextual, hyperparameters it takes)
 _BANDITS: dict[str, tuple[str, str, bool, tuple[str, ...]]] = {
@@ -322,7 +365,7 @@ _BANDITS: dict[str, tuple[str, str, bool, tuple[str, ...]]] = {
     "ucb1": ("banditkit.policies.ucb1", "UCB1", False, ("c",)),
 }
 
-SELECTOR_NAMES = (*_BANDITS, "random", "fixed:NAME", "sequential", "ensemble-score", "ensemble-agree")
+SELECTOR_NAMES = (*_BANDITS, "random", "fixed:NAME", "sequential", "ensemble-score", "ensemble-agree", "oracle")
 """Names ``make_selector`` accepts (``fixed:NAME`` with an RM name)."""
 
 
@@ -377,7 +420,7 @@ def make_selector(name: str, rm_names: Sequence[str],
         hyper = {k: kw[k] for k in hyper_ok if k in kw}
         encoder = kw.get("encoder")
         policy = _bandit_policy(name, len(names), encoder, seed, hyper)
-        sel_kw = {k: kw[k] for k in _SELECTOR_KW if k in kw and k != "encoder"}
+        sel_kw = {k: kw[k] for k in _SELECTOR_KW if k in kw and k not in ("encoder", "rm_for_task")}
         return RMSelector(policy, encoder, names, name=name, **sel_kw)
     if name.startswith("fixed:"):
         return FixedSelector(names, name.split(":", 1)[1], name=name)
@@ -385,6 +428,8 @@ def make_selector(name: str, rm_names: Sequence[str],
         return RandomSelector(names, seed, granularity=kw.get("granularity", "batch"))
     if name == "sequential":
         return SequentialSelector(names)
+    if name == "oracle":
+        return OracleSelector(names, kw.get("rm_for_task") or {})
     if name == "ensemble-score":
         return ScoreEnsembleSelector(names)
     return AgreementEnsembleSelector(names)

@@ -28,7 +28,7 @@ from laser_app.errors import ConfigError
 #: Bandit policies that learn from the reward (``--policy``), plus the baselines below.
 LEARNING_POLICIES = ("linucb", "lints", "thompson", "exp3", "egreedy", "ucb1")
 #: Baselines that run through the same loop.
-BASELINE_POLICIES = ("random", "sequential", "ensemble-score", "ensemble-agree")
+BASELINE_POLICIES = ("random", "sequential", "ensemble-score", "ensemble-agree", "oracle")
 #: Every valid ``--policy`` value; ``fixed:NAME`` trains on one RM throughout.
 POLICY_NAMES = (*LEARNING_POLICIES, *BASELINE_POLICIES, "fixed:NAME")
 
@@ -53,7 +53,8 @@ class RunConfig(BaseModel):
     # ---------------------------------------------------------------- selection
     policy: str = Field("linucb", description=(
         "RM selection method: a bandit policy (linucb, lints, thompson, exp3, egreedy, ucb1) or a baseline "
-        "(random, sequential, ensemble-score, ensemble-agree, fixed:NAME)."))
+        "(random, sequential, ensemble-score, ensemble-agree, fixed:NAME) or oracle (each task's own RM, "
+        "from rm_for_task: the upper bound)."))
     alpha: float = Field(0.1, ge=0, description=(
         "Exploration scale of linucb/lints. Rewards lie in [0, 1]: alpha 1 makes choices nearly uniform, "
         "0.1 discriminates between RMs."))

@@ -80,7 +80,8 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
     import torch
 
     from laser_adapters.dpo import DPOLoss, DPOStep
-    from laser_adapters.generation import greedy_answers, sample_responses
+    from laser_adapters.encoders import PrefillCapture, contexts_from_states, reads_policy_states
+    from laser_adapters.generation import cut_at_stop, greedy_answers, sample_responses
     from laser_adapters.selectors_baseline import make_selector
 
     t_start = time.perf_counter()
@@ -91,8 +92,13 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
     if config.policy in ("linucb", "lints"):  # the contextual policies
         encoder = TimedEncoder(make_encoder(config.context, model, tokenizer, dim=config.context_dim,
                                             seed=config.seed))
+    # the policy-state context comes from generation's own prefill pass (no second forward pass)
+    reuse_states = encoder is not None and reads_policy_states(encoder.inner)
+    if config.policy == "oracle" and not setup.rm_for_task:
+        raise LaserError("--policy oracle routes each task to its own RM: give --rm-for-task task=rm pairs "
+                         "(the built-in world sets them)")
     selector = cast("Selector", make_selector(config.policy, setup.rm_names,
-                                              **selector_kwargs(config, encoder)))
+                                              **selector_kwargs(config, encoder, setup.rm_for_task)))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
     dpo = DPOStep(model, tokenizer, optimizer,
@@ -127,24 +133,34 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                     encoded_before = encoder.seconds if encoder is not None else 0.0
                     bar.describe(f"iteration {m + 1}/{config.iterations}")
 
-                    # 1. choose the RM(s): encode the context, ask the bandit
+                    # 1. sample n responses per prompt (sampling does not depend on the RM, so it comes
+                    #    first and its prefill pass also yields the policy-state contexts)
                     t0 = time.perf_counter()
-                    choices = selector.choose(prompts, tasks=tasks)
-                    secs["select"] += time.perf_counter() - t0
-
-                    # 2. sample n responses per prompt
-                    t0 = time.perf_counter()
-                    responses = sample_responses(model, tokenizer, prompts, n=config.n_responses,
-                                                 temperature=config.temperature, top_p=config.top_p,
-                                                 max_new_tokens=setup.max_new_tokens, stop=setup.stop,
-                                                 seed=derive_seed(config.seed, m, b))
+                    with PrefillCapture(model) if reuse_states else nullcontext() as capture:
+                        samples = sample_responses(model, tokenizer, prompts, n=config.n_responses,
+                                                   temperature=config.temperature, top_p=config.top_p,
+                                                   max_new_tokens=setup.max_new_tokens, stop=setup.stop,
+                                                   keep_stop=True, seed=derive_seed(config.seed, m, b))
+                    # RMs and checkers read the answers; the DPO step trains on the samples as generated,
+                    # stop string included, so the policy keeps learning where its answers end
+                    responses = [[cut_at_stop(r, setup.stop) for r in rs] for rs in samples]
                     secs["generate"] += time.perf_counter() - t0
+
+                    # 2. choose the RM(s): the context (read from generation or encoded), then the bandit
+                    t0 = time.perf_counter()
+                    contexts = None
+                    if capture is not None and encoder is not None:
+                        contexts = contexts_from_states(encoder.inner, capture.features(len(prompts)))
+                    secs["encode"] += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    choices = selector.choose(prompts, tasks=tasks, contexts=contexts)
+                    secs["select"] += time.perf_counter() - t0
 
                     # 3. score with the needed RMs, then form pairs per prompt
                     t0 = time.perf_counter()
                     scores = score_responses(setup.registry, prompts, responses, choices,
                                              label=f"iteration {m}, batch {b}")
-                    results = [selector.pairs_for(i, prompts[i], responses[i], scores[i],
+                    results = [selector.pairs_for(i, prompts[i], samples[i], scores[i],
                                                   config.pairs_per_prompt) for i in range(len(prompts))]
                     correct = correctness(batch, responses, setup.check)
                     secs["score"] += time.perf_counter() - t0
@@ -155,7 +171,7 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                         t0 = time.perf_counter()
                         counterfactual = diagnostics(setup.registry, setup.rm_names, prompts, responses,
                                                      scores, dpo.evaluate, config.pairs_per_prompt,
-                                                     label=f"{m}/{b}")
+                                                     label=f"{m}/{b}", samples=samples)
                         secs["diagnostics"] += time.perf_counter() - t0
 
                     # 4. one DPO step per group (one group per batch under batch granularity), then feedback
@@ -188,8 +204,9 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
 
                     # 5. log the step ("select" is the bandit's decision and update, "encode" its contexts)
                     if encoder is not None:
-                        secs["encode"] = encoder.seconds - encoded_before
-                        secs["select"] -= secs["encode"]
+                        encoded = encoder.seconds - encoded_before
+                        secs["encode"] += encoded
+                        secs["select"] -= encoded
                     event = step_event(m, b, step, batch, choices, results, group_logs, secs, correct,
                                        counterfactual)
                     run.append_event(event)
@@ -335,8 +352,11 @@ def _load_rms(registry: RMRegistry, names: Sequence[str], max_loaded: int | None
             raise ModelLoadError(" ".join(str(err).split())) from err
 
 
-def selector_kwargs(config: RunConfig, encoder: ContextEncoder | None = None) -> dict[str, Any]:
+def selector_kwargs(config: RunConfig, encoder: ContextEncoder | None = None,
+                    rm_for_task: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``make_selector`` keyword arguments for ``config.policy`` (each policy takes only its own)."""
+    if config.policy == "oracle":
+        return {"rm_for_task": dict(rm_for_task or {})}
     if config.policy not in LEARNING_POLICIES:
         return {"seed": config.seed, "granularity": config.granularity} if config.policy == "random" else {}
     from banditkit.normalizers import MinMaxNormalizer, QuantileNormalizer, ZScoreNormalizer
@@ -556,16 +576,18 @@ def correctness(batch: Sequence[ExampleLike], responses: Sequence[Sequence[str]]
 
 def diagnostics(registry: RMRegistry, rm_names: Sequence[str], prompts: Sequence[str],
                 responses: Sequence[Sequence[str]], scores: list[dict[str, np.ndarray]],
-                evaluate: Callable[..., Any], max_pairs: int, *,
-                label: str) -> dict[str, float | None]:
-    """Counterfactual loss of every RM's pairs at the current policy (scores the RMs not yet scored)."""
+                evaluate: Callable[..., Any], max_pairs: int, *, label: str,
+                samples: Sequence[Sequence[str]] | None = None) -> dict[str, float | None]:
+    """Counterfactual loss of every RM's pairs at the current policy (scores the RMs not yet scored on
+    ``responses``; pairs are built from ``samples``, the texts as trained on, default ``responses``)."""
     from laser_adapters.selector import counterfactual_losses
 
     missing = [tuple(n for n in rm_names if n not in s) for s in scores]
     extra = score_responses(registry, prompts, responses, missing, label=f"diagnostics {label}")
     full = [{**s, **e} for s, e in zip(scores, extra, strict=True)]
     by_rm = {n: [f[n] for f in full] for n in rm_names}
-    losses = counterfactual_losses(list(zip(prompts, responses, strict=True)), by_rm, evaluate, max_pairs)
+    trained = responses if samples is None else samples
+    losses = counterfactual_losses(list(zip(prompts, trained, strict=True)), by_rm, evaluate, max_pairs)
     return {k: (float(v) if np.isfinite(v) else None) for k, v in losses.items()}
 
 
