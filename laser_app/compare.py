@@ -99,7 +99,7 @@ RESERVED_FIELDS: dict[str, str] = {
 }
 OOD_KINDS = ("bias", "noise")
 #: Baselines in the default method list (with sft, fixed:<each RM> and the LASeR aliases).
-DEFAULT_BASELINES = ("random", "sequential", "ensemble-score", "ensemble-agree")
+DEFAULT_BASELINES = ("random", "sequential", "ensemble-score", "ensemble-agree", "oracle")
 #: Parts of a step's time shown in the time breakdown (seconds per step).
 TIME_PARTS = ("generate", "score", "train", "select", "encode")
 

@@ -69,10 +69,11 @@ def compare(
     ctx: typer.Context,
     methods: Annotated[str | None, typer.Option(help=(
         "Comma-separated methods: sft (the starting policy), any --policy of laser run (linucb, lints, "
-        "thompson, exp3, egreedy, ucb1, random, fixed:NAME, sequential, ensemble-score, ensemble-agree) or "
+        "thompson, exp3, egreedy, ucb1, random, fixed:NAME, sequential, ensemble-score, ensemble-agree, oracle) or "
         f"a LASeR alias ({', '.join(METHOD_ALIASES)}); each may carry settings: "
         "'linucb\\[scope=global,mab_reward=dpo+nll]' (quote it in the shell). Default: sft, fixed:<each RM>, "
-        "random, sequential, ensemble-score, ensemble-agree and every LASeR alias."),
+        "random, sequential, ensemble-score, ensemble-agree, oracle (each task's own RM: the upper bound) and "
+        "every LASeR alias."),
         rich_help_panel=COMPARE, show_default=False)] = None,
     seeds: Annotated[int, typer.Option(help="Seeds per method (0..N-1), the same for every method.",
                                        rich_help_panel=COMPARE)] = 3,

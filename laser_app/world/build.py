@@ -38,7 +38,7 @@ from laser_app.world.tasks import TASKS, Example, make_splits, read_jsonl, write
 if TYPE_CHECKING:
     from laser_adapters.reward_models import RMRegistry
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 ENV_CACHE_DIR = "LASER_CACHE_DIR"
 STOP = "\n"
 SPLITS = ("train", "dev", "test")

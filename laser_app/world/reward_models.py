@@ -30,6 +30,7 @@ The same rules hold for every RM and every seed.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
@@ -125,6 +126,9 @@ def near_miss(example: Example, rng: np.random.Generator) -> str:
             return bad
     if task == "math":
         value = int(answer)
+        equation = _EQUATION.fullmatch(right.strip())
+        if equation is not None and rng.random() < 0.5:
+            return _miscopied_equation(equation, value, rng)
         size = int(rng.integers(1, 4)) if rng.random() < 0.7 else int(rng.integers(4, 11))
         wrong = max(0, value + size * (1 if value < 2 or rng.random() < 0.5 else -1))
         head = right[: len(right) - len(answer)] if right.endswith(answer) else " "
@@ -135,6 +139,28 @@ def near_miss(example: Example, rng: np.random.Generator) -> str:
         others = [x for x in LETTERS if x != answer.strip().upper()]
         return f" {others[int(rng.integers(len(others)))]}"
     raise ValueError(f"no distractors for task {task!r}; built-in tasks: {list(TASKS)}")
+
+
+_EQUATION = re.compile(r"(\d+)([+-])(\d+)=(\d+)")
+
+
+def _miscopied_equation(equation: re.Match[str], value: int, rng: np.random.Generator) -> str:
+    """A worked answer whose arithmetic is right but whose operand was copied wrong (" 8+5=13" for 7+5):
+    without such distractors an RM can score math by the equation's consistency alone, and a policy that
+    writes consistent equations with wrong operands then earns high rewards for wrong answers.
+
+    >>> rng = np.random.default_rng(1)
+    >>> _miscopied_equation(_EQUATION.fullmatch("7+5=12"), 12, rng)
+    ' 5+5=10'
+    """
+    a, op, b = int(equation.group(1)), equation.group(2), int(equation.group(3))
+    for _ in range(20):
+        shift = int(rng.integers(1, 4)) * (1 if rng.random() < 0.5 else -1)
+        x, y = (a + shift, b) if rng.random() < 0.5 else (a, b + shift)
+        result = x + y if op == "+" else x - y
+        if min(x, y, result) >= 0 and result != value:
+            return f" {x}{op}{y}={result}"
+    return f" {a}{op}{b}={value + 1}"
 
 
 def make_candidates(examples: Sequence[Example], samples: Sequence[Sequence[str]], *,

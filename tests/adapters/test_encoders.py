@@ -16,11 +16,15 @@ from laser_adapters.encoders import (
     ContextEncoder,
     HashingEncoder,
     PolicyHiddenStateEncoder,
+    PrefillCapture,
     ProjectedEncoder,
     SentenceTransformerEncoder,
+    contexts_from_states,
     default_sentence_model_path,
     encode_mean,
+    reads_policy_states,
 )
+from laser_adapters.generation import greedy_answers, sample_responses
 from laser_adapters.testing import tiny_bert, tiny_causal_lm
 from laser_adapters.tokenization import char_tokenizer
 
@@ -153,6 +157,40 @@ def test_hidden_state_encoder_restores_mode_and_takes_no_gradient(causal_paths: 
     np.testing.assert_array_equal(first, second)
     assert model.training
     assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_prefill_capture_equals_the_encoder(causal_paths: dict[str, Path], arch: str) -> None:
+    model, tok = _load(causal_paths[arch])
+    model.train()  # generation switches to eval mode; the capture must see the same (dropout-free) states
+    with PrefillCapture(model) as cap:
+        sample_responses(model, tok, PROMPTS, n=3, max_new_tokens=5, seed=0)
+    direct = PolicyHiddenStateEncoder(model, tok).encode(PROMPTS)
+    np.testing.assert_allclose(cap.features(len(PROMPTS)), direct, atol=1e-5, rtol=1e-5)
+    projected = ProjectedEncoder(PolicyHiddenStateEncoder(model, tok), 8, seed=2)
+    assert reads_policy_states(projected) and not reads_policy_states(HashingEncoder())
+    np.testing.assert_allclose(contexts_from_states(projected, cap.features(len(PROMPTS))),
+                               projected.encode(PROMPTS), atol=1e-5)
+    with PrefillCapture(model) as cap:  # greedy decoding: one row per prompt
+        greedy_answers(model, tok, PROMPTS, max_new_tokens=3)
+    np.testing.assert_allclose(cap.features(len(PROMPTS)), direct, atol=1e-5, rtol=1e-5)
+    n_hooks = len(model.get_output_embeddings()._forward_pre_hooks)
+    assert n_hooks == 0  # the hook is removed on leaving the block
+
+
+def test_prefill_capture_errors(causal_paths: dict[str, Path]) -> None:
+    model, tok = _load(causal_paths["llama"])
+    cap = PrefillCapture(model)
+    with pytest.raises(ValueError, match="no forward pass ran inside the capture"):
+        cap.features(2)
+    with cap:
+        sample_responses(model, tok, PROMPTS, n=2, max_new_tokens=2, seed=0)
+    with pytest.raises(ValueError, match="not a multiple of 3 prompts"):
+        cap.features(3)
+    with pytest.raises(ValueError, match="does not read the policy's hidden states"):
+        contexts_from_states(HashingEncoder(dim=4), np.zeros((1, 4)))
+    with pytest.raises(ValueError, match="no output embedding"):
+        PrefillCapture(torch.nn.Linear(2, 2))
 
 
 def test_hidden_state_encoder_truncates_from_the_left(causal_paths: dict[str, Path]) -> None:

@@ -66,6 +66,18 @@ def test_stop_cuts_the_continuation(paths: dict[str, Path]) -> None:
         cut_at_stop(t, stop) for t in greedy_answers(model, tok, PROMPTS, max_new_tokens=12)]
 
 
+def test_keep_stop_ends_each_sample_with_the_stop_string(paths: dict[str, Path]) -> None:
+    model, tok = _load(paths["llama"])
+    free = sample_responses(model, tok, PROMPTS, n=4, max_new_tokens=12, seed=3)
+    stop = max("aeiou ", key=lambda ch: sum(ch in t for r in free for t in r))
+    kept = sample_responses(model, tok, PROMPTS, n=4, max_new_tokens=12, seed=3, stop=stop, keep_stop=True)
+    assert kept == [[cut_at_stop(t, stop, keep=True) for t in r] for r in free]
+    assert any(t.endswith(stop) for r in kept for t in r)
+    assert all(t.count(stop) <= 1 and (stop not in t or t.endswith(stop)) for r in kept for t in r)
+    cut = sample_responses(model, tok, PROMPTS, n=4, max_new_tokens=12, seed=3, stop=stop)
+    assert cut == [[cut_at_stop(t, stop) for t in r] for r in kept]
+
+
 def test_stop_ends_generation_early(paths: dict[str, Path]) -> None:
     model, tok = _load(paths["gpt2"])
     full = greedy_answers(model, tok, PROMPTS[:1], max_new_tokens=12)[0]

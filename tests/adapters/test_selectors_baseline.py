@@ -15,6 +15,7 @@ from laser_adapters.selectors_baseline import (
     SELECTOR_NAMES,
     AgreementEnsembleSelector,
     FixedSelector,
+    OracleSelector,
     RandomSelector,
     ScoreEnsembleSelector,
     SequentialSelector,
@@ -85,6 +86,30 @@ def test_sequential_selector_advances_per_iteration() -> None:
     other = SequentialSelector(RMS)
     other.load_state_dict(state)
     assert other.current == "rm-b"
+
+
+def test_oracle_routes_each_task_to_its_rm() -> None:
+    sel = make_selector("oracle", RMS, rm_for_task={"math": "rm-a", "mcq": "rm-c"})
+    assert isinstance(sel, OracleSelector) and sel.name == "oracle"
+    choices = sel.choose(["p0", "p1", "p2"], tasks=["mcq", "math", "mcq"])
+    assert choices == [("rm-c",), ("rm-a",), ("rm-c",)]
+    assert sel.groups(choices) == [("rm-a", [1]), ("rm-c", [0, 2])]
+    assert sel.feedback("rm-c", [0, 2], step_result(2), {})["n_prompts"] == 2
+    other = OracleSelector(RMS, {"x": "rm-b"})
+    other.load_state_dict(copy.deepcopy(sel.state_dict()))
+    assert other.rm_for_task == {"math": "rm-a", "mcq": "rm-c"}
+
+
+def test_oracle_errors() -> None:
+    sel = OracleSelector(RMS, {"math": "rm-a"})
+    with pytest.raises(ValueError, match="routes by task: pass tasks"):
+        sel.choose(["p"])
+    with pytest.raises(ValueError, match="no RM for task"):
+        sel.choose(["p"], tasks=["mcq"])
+    with pytest.raises(ValueError, match="needs rm_for_task"):
+        make_selector("oracle", RMS)
+    with pytest.raises(ValueError, match="unknown RMs"):
+        OracleSelector(RMS, {"math": "rm-z"})
 
 
 # --------------------------------------------------------------------------- ensembles
@@ -170,7 +195,7 @@ def test_make_selector_builds_every_name() -> None:
     for name in SELECTOR_NAMES:
         if name == "fixed:NAME":
             name = "fixed:rm-b"
-        sel = make_selector(name, RMS, encoder=enc, seed=1)
+        sel = make_selector(name, RMS, encoder=enc, seed=1, rm_for_task={"t": "rm-a"})
         assert isinstance(sel, Selector), name
         assert sel.name == name
 

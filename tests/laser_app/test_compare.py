@@ -75,7 +75,7 @@ def test_methods_aliases_and_overrides() -> None:
 
     defaults = [m.label for m in default_methods(RMS)]
     assert defaults == ["sft", "fixed:rm-a", "fixed:rm-b", "fixed:rm-c", "random", "sequential",
-                        "ensemble-score", "ensemble-agree", *METHOD_ALIASES]
+                        "ensemble-score", "ensemble-agree", "oracle", *METHOD_ALIASES]
     assert pick_reference(methods) == "laser"
     assert pick_reference(parse_methods("random,lints,ucb1")) == "lints"
     assert pick_reference(parse_methods("random,sequential")) is None

@@ -28,8 +28,8 @@ def errors_of(**values: object) -> list[str]:
 def test_defaults_are_the_documented_starting_point() -> None:
     cfg = RunConfig()
     assert (cfg.policy, cfg.iterations, cfg.batch_size, cfg.n_responses, cfg.pairs_per_prompt) == (
-        "linucb", 3, 8, 6, 2)
-    assert (cfg.temperature, cfg.lr, cfg.beta, cfg.nll_weight, cfg.alpha) == (0.8, 3e-5, 0.1, 1.0, 0.1)
+        "linucb", 3, 8, 6, 1)
+    assert (cfg.temperature, cfg.lr, cfg.beta, cfg.nll_weight, cfg.alpha) == (0.8, 1e-4, 0.1, 1.0, 0.1)
     assert (cfg.granularity, cfg.batching, cfg.mab_reward, cfg.scope, cfg.context) == (
         "batch", "homogeneous", "dpo+nll", "global", "policy")
 
