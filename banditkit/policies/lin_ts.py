@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from banditkit._validation import FloatArray, IntArray, check_real
+from banditkit._validation import FloatArray, IntArray, check_context, check_real
 from banditkit.base import Seed
 from banditkit.policies.linucb import _LinearArms
 
@@ -54,6 +54,16 @@ class LinearThompsonSampling(_LinearArms):
 
     def _hyperparams(self) -> dict[str, Any]:
         return {"dim": self._d, "v": self.v, "ridge": self.ridge}
+
+    def means(self, context: ArrayLike) -> FloatArray:
+        """Each arm's posterior mean reward ``x . theta_hat_a`` for ``context``; draws nothing.
+
+        >>> import numpy as np
+        >>> LinearThompsonSampling(n_arms=2, dim=2).means(np.array([1.0, 0.0])).tolist()
+        [0.0, 0.0]
+        """
+        x = check_context(context, self._d, self._float)
+        return np.asarray(self._means_variances(x)[0], dtype=np.float64)
 
     def _sampled_scores(self, means: FloatArray, var: FloatArray, z: FloatArray) -> FloatArray:
         """``means + v * sqrt(var) * z`` (any matching shapes)."""

@@ -524,6 +524,16 @@ class LinUCB(_LinearArms):
         var += means
         return var
 
+    def scores(self, context: ArrayLike) -> FloatArray:
+        """Each arm's upper confidence bound for ``context`` (what ``select`` maximizes); draws nothing.
+
+        >>> import numpy as np
+        >>> LinUCB(n_arms=2, dim=2, alpha=1.0).scores(np.array([1.0, 0.0])).tolist()
+        [1.0, 1.0]
+        """
+        x = check_context(context, self._d, self._float)
+        return np.asarray(self._scores(x), dtype=np.float64)
+
     def select(self, context: ArrayLike | None = None) -> int:
         """Choose one arm for ``context``: the largest upper confidence bound, the lowest index on ties."""
         x = context

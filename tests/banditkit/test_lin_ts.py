@@ -127,3 +127,15 @@ def test_bad_context_leaves_the_state_untouched() -> None:
     after = policy.state_dict()
     for key in before["state"]:
         np.testing.assert_array_equal(after["state"][key], before["state"][key])
+
+
+def test_public_means_are_the_posterior_means_and_draw_nothing() -> None:
+    rng = np.random.default_rng(2)
+    policy = LinearThompsonSampling(n_arms=3, dim=4, v=0.0, seed=0)  # v = 0: greedy on the means
+    for _ in range(40):
+        x = rng.normal(size=4)
+        state = policy.state_dict()["rng"]
+        means = policy.means(x)
+        assert policy.state_dict()["rng"] == state
+        assert policy.select(x) == int(np.argmax(means))
+        policy.update(int(rng.integers(3)), float(rng.normal()), x)

@@ -375,3 +375,16 @@ def test_near_duplicate_arms_choose_like_select() -> None:
     policy.load_state_dict(state)
     xs = rng.normal(size=(300, 128))
     np.testing.assert_array_equal(policy.select_batch(xs), [policy.select(x) for x in xs])
+
+
+def test_public_scores_are_what_select_maximizes() -> None:
+    rng = np.random.default_rng(5)
+    policy = LinUCB(n_arms=4, dim=6, alpha=0.7, seed=0)
+    for _ in range(50):
+        x = rng.normal(size=6)
+        scores = policy.scores(x)
+        assert scores.shape == (4,) and scores.dtype == np.float64
+        assert policy.select(x) == int(np.argmax(scores))
+        policy.update(int(rng.integers(4)), float(rng.normal()), x)
+    with pytest.raises(ValueError):
+        policy.scores(np.zeros(5))

@@ -64,7 +64,7 @@ def test_run_folder_holds_everything(finished_run: tuple[Path, str]) -> None:
         if not e["skipped"]:
             assert e["loss"] > 0 and e["dpo_loss"] > 0 and e["nll_loss"] > 0
             assert 0.0 <= e["normalized_reward"] <= 1.0 and e["raw_reward"] == pytest.approx(-e["loss"])
-            assert e["arm_scores"] is None or len(e["arm_scores"]) == 3  # when the policy exposes scores()
+            assert len(e["arm_scores"]) == 3  # LinUCB exposes its upper confidence bounds
         assert set(e["counterfactual_loss"]) == set(RMS)  # --diagnostics: every RM's loss at this policy
         assert e["seconds"]["diagnostics"] > 0
 
