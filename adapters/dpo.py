@@ -150,6 +150,46 @@ def sequence_logps(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
     return sum_logps, mean_nll
 
 
+def response_nll(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], *,
+                 max_length: int | None = None, batch_size: int = 32) -> NDArray[np.float64]:
+    """Mean per-token NLL of each response after its prompt under ``model``, tokenized as a DPO step
+    tokenizes a chosen response (eos appended); eval mode, no gradient, training mode restored.
+
+    >>> import tempfile
+    >>> from transformers import AutoModelForCausalLM, AutoTokenizer
+    >>> from laser_adapters.testing import tiny_causal_lm
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = tiny_causal_lm(d, hidden=16)
+    ...     model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    >>> nll = response_nll(model, tok, ["2+2=", "2+2="], ["4", "five"])
+    >>> nll.shape, bool((nll > 0).all())
+    ((2,), True)
+    """
+    if len(prompts) != len(responses):
+        raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
+    check_positive_int("batch_size", batch_size)
+    out = np.zeros(len(prompts), dtype=np.float64)
+    if not len(prompts):
+        return out
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(prompts), batch_size):
+                pairs = [{"prompt": p, "chosen": r, "rejected": r}
+                         for p, r in zip(prompts[start:start + batch_size], responses[start:start + batch_size],
+                                         strict=True)]
+                tok = tokenize_pairs(tokenizer, pairs, max_length=max_length)
+                batch = collate_sequences(tok.prompts, tok.chosen, pad_token_id=0 if pad is None else int(pad))
+                _, nll = sequence_logps(model, **{k: v.to(device) for k, v in batch.items()})
+                out[start:start + len(pairs)] = nll.float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out
+
+
 # ------------------------------------------------------------------------------------------- collation
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from laser_app.cli import INSTALL_HINT, main
 from laser_app.commands import app
+from laser_app.run_dir import RunDir
 from tests.laser_app.tiny_setup import build_tiny_setup, run_args
 
 runner = CliRunner()
@@ -203,3 +204,49 @@ def test_default_run_on_a_small_built_world(small_world: Path, tmp_path: Path) -
     assert json.loads((out / "status.json").read_text())["state"] == "complete"
     report = runner.invoke(app, ["report", str(out)])
     assert report.exit_code == 0 and "in-domain" in report.stdout
+
+
+def test_oracle_run_routes_each_task_to_its_rm(small_world: Path, tmp_path: Path) -> None:
+    out = tmp_path / "oracle"
+    result = runner.invoke(app, ["run", "--policy", "oracle", "--cache-dir", str(small_world), "--set",
+                                 f"world_scale={SCALE}", "--iterations", "1", "--batches-per-iteration", "3",
+                                 "--batching", "mixed", "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["in_domain_share"]["per_task"].values()) == {1.0} and m["lock_in"]["locked"] == []
+
+
+def test_bon_on_a_small_built_world(small_world: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bon"
+    args = ["bon", "--policy", "linucb", "--cache-dir", str(small_world), "--set", f"world_scale={SCALE}",
+            "--n-responses", "3", "--mab-reward", "heldout", "--out", str(out), "--no-progress"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "best-of-3 with linucb" in result.stdout and f"run folder: {out}" in result.stdout
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["mode"] == "best-of-n" and set(m["tasks"]) == {"math", "yesno", "mcq"}
+    assert m["prompts"] == sum(len(e["tasks"]) for e in RunDir(out).events()) > 0
+    assert all(0.0 <= m["accuracy"][t] <= 1.0 for t in m["tasks"])
+    assert m["in_domain_share"] is not None and m["timings"]["bandit_share"] < 0.5
+    events = RunDir(out).events()
+    assert all(len(e["answers"]) == len(e["tasks"]) == len(e["rms"]) for e in events)
+    assert all(rm in ("rm-a", "rm-b", "rm-c") for e in events for rm in e["rms"])
+    assert (out / "bandit.json").is_file()
+    assert json.loads((out / "status.json").read_text())["state"] == "complete"
+
+    again = runner.invoke(app, [*args[:-3], "--out", str(tmp_path / "bon2"), "--no-progress"])
+    assert again.exit_code == 0
+    assert RunDir(tmp_path / "bon2").events()[0]["answers"] == events[0]["answers"]  # seeded
+
+    ens = runner.invoke(app, ["bon", "--policy", "ensemble-score", "--cache-dir", str(small_world), "--set",
+                              f"world_scale={SCALE}", "--n-responses", "2", "--out", str(tmp_path / "ens"),
+                              "--no-progress"])
+    assert ens.exit_code == 0, ens.output
+    assert {rm for e in RunDir(tmp_path / "ens").events() for rm in e["rms"]} == {"ensemble-score"}
+
+
+def test_bon_rejects_a_training_reward(small_world: Path, tmp_path: Path) -> None:
+    code, err = run_cli(["bon", "--cache-dir", str(small_world), "--set", f"world_scale={SCALE}",
+                         "--mab-reward", "dpo", "--out", str(tmp_path / "x"), "--no-progress"])
+    assert code == 2 and len(err) == 1 and "needs a training step" in err[0]
+    assert not (tmp_path / "x").exists()
