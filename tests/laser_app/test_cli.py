@@ -202,6 +202,9 @@ def test_default_run_on_a_small_built_world(small_world: Path, tmp_path: Path) -
     assert resolved["stop"] == "\n" and resolved["threads"] == 1
     assert resolved["world"].startswith(str(small_world))
     assert json.loads((out / "status.json").read_text())["state"] == "complete"
+    pairs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
+    texts = [p[k] for p in pairs for k in ("chosen", "rejected")]
+    assert texts and all("\n" not in t[:-1] for t in texts)  # trained as sampled: cut after the stop string
     report = runner.invoke(app, ["report", str(out)])
     assert report.exit_code == 0 and "in-domain" in report.stdout
 
