@@ -4,9 +4,10 @@
 early): per batch, sample ``n_responses`` per prompt (the prefill pass also yields the policy-state
 contexts) -> the selector routes each prompt to an RM (instance granularity) -> the RM scores the samples
 -> its top sample is the answer -> accuracy (the task's checker) and token F1 against the reference ->
-bandit feedback. The policy never changes, so the bandit's reward cannot be a training loss: by default it
-is the negative NLL of the chosen answer under the policy (``mab_reward="nll"``, no labels needed); with
-``mab_reward="heldout"`` it is the chosen answer's correctness (labels as online feedback).
+bandit feedback. The policy never changes, so the bandit's reward cannot be a training loss: it is the
+negative NLL of the chosen answer under the policy (``mab_reward="nll"``, no labels needed) or whether the
+chosen answer was right (``mab_reward="heldout"``: the label arrives after the prompt was answered, as
+online feedback); ``auto`` (the default) takes ``heldout`` when every prompt has an answer.
 """
 
 from __future__ import annotations
@@ -66,12 +67,14 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def bon_config(config: RunConfig) -> RunConfig:
+def bon_config(config: RunConfig, rows: Sequence[ExampleLike]) -> RunConfig:
     """``config`` as best-of-n needs it: one decision per prompt, and a reward that needs no training
-    step (``nll`` unless ``heldout`` was asked for)."""
-    reward = config.mab_reward if config.mab_reward in BON_REWARDS else "nll"
-    if config.mab_reward not in BON_REWARDS and config.mab_reward != "dpo+nll":  # dpo+nll: the run default
-        raise LaserError(f"--mab-reward {config.mab_reward} needs a training step; laser bon takes "
+    step (``auto``: ``heldout`` when every row has an answer, else ``nll``)."""
+    reward = config.mab_reward
+    if reward == "auto":
+        reward = "heldout" if rows and all(ex.answer is not None for ex in rows) else "nll"
+    if reward not in BON_REWARDS:
+        raise LaserError(f"--mab-reward {reward} needs a training step; laser bon takes "
                          f"{' or '.join(BON_REWARDS)}")
     granularity = "instance" if config.policy in (*LEARNING_POLICIES, "random") else "batch"
     return config.model_copy(update={"mab_reward": reward, "granularity": granularity})
@@ -98,12 +101,15 @@ def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None
     )
 
     t_start = time.perf_counter()
-    config = bon_config(config)
+    if config.mab_reward not in (*BON_REWARDS, "auto"):
+        raise LaserError(f"--mab-reward {config.mab_reward} needs a training step; laser bon takes "
+                         f"{' or '.join(BON_REWARDS)}")
     console = console or _stderr_console()
-    setup = prepare(config, progress=progress, console=console)
+    setup = prepare(config.model_copy(update={"mab_reward": "nll"}), progress=progress, console=console)
     rows: list[ExampleLike] = list(setup.train if config.data is not None else setup.evaluation["test"])
     if config.mab_reward == "heldout" and any(ex.answer is None for ex in rows):
         raise LaserError("--mab-reward heldout needs an \"answer\" on every row; add answers or use nll")
+    given, config = config, bon_config(config, rows)
     if config.policy == "oracle" and not setup.rm_for_task:
         raise LaserError("--policy oracle routes each task to its own RM: give --rm-for-task task=rm pairs")
     order = np.random.default_rng(np.random.SeedSequence([config.seed, 3])).permutation(len(rows))
@@ -119,8 +125,9 @@ def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None
 
     run = RunDir.create(config.out or default_out(f"bon-{config.policy}"), overwrite=config.overwrite)
     try:
-        run.write_config(config.model_dump(mode="json"), {**setup.resolved, "mode": "best-of-n",
-                                                          "prompts": len(rows)})
+        run.write_config(given.model_dump(mode="json"), {
+            **setup.resolved, "mode": "best-of-n", "prompts": len(rows), "mab_reward": config.mab_reward,
+            "granularity": config.granularity})
         batches = [rows[i:i + config.batch_size] for i in range(0, len(rows), config.batch_size)]
         with _progress_bar(console, len(batches), enabled=progress) as bar:
             bar.describe("best-of-n")
@@ -222,12 +229,12 @@ def summarize_bon(events: Sequence[Mapping[str, Any]], *, rm_names: Sequence[str
     """The ``metrics.json`` of a best-of-n run: accuracy and F1 per task, the samples' own accuracy (a
     random pick), RM choice shares over the stream's last half, in-domain share and lock-in, timings.
 
-    >>> ev = [{"tasks": ["math", "math"], "rms": ["rm-a", "rm-b"], "correct": [True, False], "f1": [1.0, 0.0],
-    ...        "sample_accuracy": [0.5, 0.5], "seconds": {"select": 0.001, "generate": 0.1}}]
+    >>> ev = [{"tasks": ["math"] * 4, "rms": ["rm-b", "rm-a", "rm-a", "rm-a"], "correct": [False, True] * 2,
+    ...        "f1": [0.0, 1.0] * 2, "sample_accuracy": [0.5] * 4, "seconds": {"select": 0.001, "generate": 0.1}}]
     >>> m = summarize_bon(ev, rm_names=["rm-a", "rm-b"], rm_for_task={"math": "rm-a"}, policy="linucb",
     ...                   n_responses=4, seconds=1.0)
-    >>> m["accuracy"]["math"], m["in_domain_share"]["per_task"]["math"]
-    (0.5, 0.5)
+    >>> m["accuracy"]["math"], m["in_domain_share"]["per_task"]["math"]  # shares: the last half only
+    (0.5, 1.0)
     """
     flat = [(t, rm, c, f, s) for e in events for t, rm, c, f, s in zip(
         e["tasks"], e["rms"], e["correct"], e["f1"], e["sample_accuracy"], strict=True)]

@@ -16,7 +16,7 @@ flags the user actually typed; each field is also a flag (``n_responses`` is ``-
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -76,9 +76,11 @@ class RunConfig(BaseModel):
         "Subtracted from the normalized reward before the bandit learns, so an untried RM looks better than "
         "one that earned less than this (default: 0.75 for linucb/lints, 0 otherwise; 0 = the paper's raw "
         "normalized reward)."))
-    mab_reward: MabReward = Field("dpo+nll", description=(
+    mab_reward: MabReward | Literal["auto"] = Field("auto", description=(
         "Bandit reward before normalization: dpo+nll (the paper: negative DPO + NLL loss), dpo, nll, "
-        "loss-decrease, agreement (with the other RMs) or heldout (accuracy of samples; needs answers)."))
+        "loss-decrease, agreement (with the other RMs), heldout (whether the chosen RM's top sample is "
+        "right; needs answers) or auto: heldout when every training prompt has an answer (the built-in "
+        "world), else dpo+nll."))
     granularity: Granularity = Field("batch", description=(
         "batch: one RM per batch (the paper); instance: one RM per prompt, one DPO step per RM group."))
     batching: Batching = Field("homogeneous", description=(
@@ -265,6 +267,22 @@ class RunConfig(BaseModel):
     def fixed_rm(self) -> str | None:
         """The RM name of a ``fixed:NAME`` policy, else None."""
         return self.policy[len("fixed:"):] if self.policy.startswith("fixed:") else None
+
+
+def resolve_mab_reward(config: RunConfig, rows: Sequence[Any]) -> RunConfig:
+    """``config`` with ``mab_reward="auto"`` resolved: ``heldout`` when every row has an answer, else the
+    paper's ``dpo+nll``. Any other value is kept.
+
+    >>> from types import SimpleNamespace
+    >>> resolve_mab_reward(RunConfig(), [SimpleNamespace(answer="4")]).mab_reward
+    'heldout'
+    >>> resolve_mab_reward(RunConfig(), [SimpleNamespace(answer=None)]).mab_reward
+    'dpo+nll'
+    """
+    if config.mab_reward != "auto":
+        return config
+    labelled = bool(rows) and all(getattr(r, "answer", None) is not None for r in rows)
+    return config.model_copy(update={"mab_reward": "heldout" if labelled else "dpo+nll"})
 
 
 def check_lora_compatible(model: str | Path) -> None:

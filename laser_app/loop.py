@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from laser_app.config import LEARNING_POLICIES, RunConfig, check_lora_compatible
+from laser_app.config import LEARNING_POLICIES, RunConfig, check_lora_compatible, resolve_mab_reward
 from laser_app.data import ExampleLike, by_task, load_examples, task_of
 from laser_app.errors import LaserError, ModelLoadError
 from laser_app.report import summarize_run
@@ -87,6 +87,9 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
     t_start = time.perf_counter()
     console = console or _stderr_console()
     setup = prepare(config, progress=progress, console=console)
+    given = config  # written to config.json as asked ("auto" stays auto); the resolved values go to resolved.json
+    config = resolve_mab_reward(config, setup.train)
+    setup.resolved["mab_reward"] = config.mab_reward
     model, tokenizer = setup.model, setup.tokenizer
     encoder = None
     if config.policy in ("linucb", "lints"):  # the contextual policies
@@ -114,7 +117,7 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
 
     run = RunDir.create(config.out or default_out(config.policy), overwrite=config.overwrite)
     try:
-        run.write_config(config.model_dump(mode="json"), setup.resolved)
+        run.write_config(given.model_dump(mode="json"), setup.resolved)
         timings = {"setup": time.perf_counter() - t_start, "eval": 0.0}
         all_pairs: list[dict[str, Any]] = []
         n_steps = sum(len(batches) for batches in plan)

@@ -19,8 +19,9 @@ def bon(
     alpha: Annotated[float | None, _opt("alpha", SELECT)] = None,
     context: Annotated[str | None, _opt("context", SELECT)] = None,
     mab_reward: Annotated[str | None, typer.Option(
-        help="Bandit reward: nll (the negative NLL of the chosen answer under the policy; no labels) or "
-             "heldout (whether the chosen answer is right; labels as online feedback). (default: nll)",
+        help="Bandit reward: nll (the negative NLL of the chosen answer under the policy; no labels), "
+             "heldout (whether the chosen answer was right, learned after answering: labels as online "
+             "feedback) or auto (heldout when every prompt has an answer, else nll). (default: auto)",
         rich_help_panel=SELECT, show_default=False)] = None,
     rms: Annotated[str | None, _opt("rms", MODELS)] = None,
     rm_registry: Annotated[Path | None, _opt("rm_registry", MODELS)] = None,

@@ -200,6 +200,7 @@ def test_default_run_on_a_small_built_world(small_world: Path, tmp_path: Path) -
     assert m["in_domain_share"] is not None and m["lock_in"] is not None
     resolved = json.loads((out / "resolved.json").read_text())
     assert resolved["stop"] == "\n" and resolved["threads"] == 1
+    assert resolved["mab_reward"] == "heldout"  # auto: every built-in training prompt has an answer
     assert resolved["world"].startswith(str(small_world))
     assert json.loads((out / "status.json").read_text())["state"] == "complete"
     pairs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]

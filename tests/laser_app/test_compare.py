@@ -340,7 +340,7 @@ def test_compare_end_to_end_resume_and_rerun(tiny: dict[str, Path], tmp_path: Pa
     # other shared settings in the same folder: refused, not mixed
     result = runner.invoke(cli(), [*args, "--lr", "1e-3"])
     assert result.exit_code == 2
-    assert "was made with other settings (lr: 3e-05 -> 0.001); pass --rerun" in result.stderr
+    assert "was made with other settings (lr: 0.0001 -> 0.001); pass --rerun" in result.stderr
 
     # laser report COMPARE_DIR redraws the plot and prints the tables
     (out / COMPARE_PNG).unlink()

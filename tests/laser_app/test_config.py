@@ -31,7 +31,7 @@ def test_defaults_are_the_documented_starting_point() -> None:
         "linucb", 3, 8, 6, 1)
     assert (cfg.temperature, cfg.lr, cfg.beta, cfg.nll_weight, cfg.alpha) == (0.8, 1e-4, 0.1, 1.0, 0.1)
     assert (cfg.granularity, cfg.batching, cfg.mab_reward, cfg.scope, cfg.context) == (
-        "batch", "homogeneous", "dpo+nll", "global", "policy")
+        "batch", "homogeneous", "auto", "global", "policy")
 
 
 def test_every_field_is_documented_and_has_help() -> None:

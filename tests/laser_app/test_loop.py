@@ -31,7 +31,7 @@ def finished_run(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
     out = tmp_path_factory.mktemp("runs") / "linucb"
     result = runner.invoke(app, run_args(tiny, out, "--policy", "linucb", "--rms", ",".join(RMS), "--seed",
                                          "3", "--set", "rm_for_task=math=rm-a,yesno=rm-b,mcq=rm-c",
-                                         "--diagnostics"))
+                                         "--diagnostics", "--mab-reward", "dpo+nll"))
     assert result.exit_code == 0, (result.output, result.exception)
     return out, result.stdout
 
