@@ -1,9 +1,10 @@
 """The LASeR loop: iterative DPO where a selector (a bandit or a baseline) picks the reward model per batch.
 
 :func:`run_laser` reads top to bottom: set up (policy, data, RMs, encoder, selector, DPO step), evaluate,
-then for each iteration and batch: choose RM(s) -> sample responses -> score -> pairs -> DPO step ->
-bandit feedback -> log; at the end of each iteration the reference moves to the current policy and the
-policy is evaluated per domain. Everything it needs comes from a :class:`~laser_app.config.RunConfig`.
+then for each iteration and batch: sample responses (whose prefill pass yields the contexts) -> choose
+RM(s) -> score -> pairs -> DPO step -> bandit feedback -> log; at the end of each iteration the reference
+moves to the current policy and the policy is evaluated per domain. Everything it needs comes from a
+:class:`~laser_app.config.RunConfig`.
 """
 
 from __future__ import annotations
