@@ -133,7 +133,8 @@ class RunConfig(BaseModel):
         "Iterative-DPO iterations; the reference moves to the current policy after each."))
     batch_size: int = Field(8, ge=1, description="Prompts per batch (one bandit decision per batch).")
     batches_per_iteration: int | None = Field(None, ge=1, description=(
-        "Use at most this many batches per iteration (default: the whole training set)."))
+        "Use at most this many batches per iteration (default: 100 on the built-in world, where training "
+        "on its whole split over-trains yes/no; else the whole training set)."))
     n_responses: int = Field(6, description="Responses sampled per prompt (>= 2).")
     pairs_per_prompt: int = Field(1, ge=1, description=(
         "Preference pairs per prompt, best vs worst inward (at most n_responses // 2). One keeps only the "

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 STEP_PARTS = ("encode", "select", "generate", "score", "train", "diagnostics")
 #: ``max_new_tokens`` for user data when the config does not set it.
 USER_DATA_MAX_NEW_TOKENS = 64
+#: Batches per iteration on the built-in world when the config does not set it (the compared setting).
+WORLD_BATCHES_PER_ITERATION = 100
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -111,7 +113,8 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                   reference="adapter" if config.lora else "copy", max_length=config.max_length)
     batch_rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
     plan = [make_batches(setup.train, config.batch_size, homogeneous=config.batching == "homogeneous",
-                         rng=batch_rng, limit=config.batches_per_iteration) for _ in range(config.iterations)]
+                         rng=batch_rng, limit=setup.resolved["batches_per_iteration"])
+            for _ in range(config.iterations)]
     evaluate = functools.partial(evaluate_accuracy, model, tokenizer, setup.evaluation, greedy=greedy_answers,
                                  check=setup.check, max_new_tokens=setup.max_new_tokens, stop=setup.stop,
                                  batch_size=config.eval_batch_size)
@@ -308,7 +311,9 @@ def prepare(config: RunConfig, *, progress: bool = True, console: Console | None
     max_new = config.max_new_tokens or (world.max_new_tokens if world is not None and config.data is None
                                         else USER_DATA_MAX_NEW_TOKENS)
     stop = world.stop if world is not None and config.data is None else None
-    resolved = {"model": model_ref, "data": str(config.data) if config.data else "built-in train split",
+    batches = config.batches_per_iteration or (WORLD_BATCHES_PER_ITERATION if config.data is None else None)
+    resolved = {"batches_per_iteration": batches, "model": model_ref,
+                "data": str(config.data) if config.data else "built-in train split",
                 "evaluation": {split: len(rows) for split, rows in evaluation.items()},
                 "rm_registry": str(config.rm_registry) if config.rm_registry else f"built-in ({config.ood})",
                 "rms": rm_names, "rm_for_task": rm_for_task, "max_new_tokens": max_new, "stop": stop,
