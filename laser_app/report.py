@@ -210,6 +210,8 @@ def report_run(path: str | Path, console: Console, *, partial: bool = False,
     status = run.status()
     state = status["state"]
     metrics = run.metrics()
+    if run.resolved().get("mode") == "best-of-n":
+        return _report_bon(run, state, metrics, console, partial=partial)
     title = ""
     if state != "complete":
         why = f": {status['error']}" if status.get("error") else ""
@@ -239,3 +241,25 @@ def report_run(path: str | Path, console: Console, *, partial: bool = False,
     if drawn:
         console.print("plots: " + ", ".join(str(p) for p in drawn))
     return drawn
+
+
+def _report_bon(run: RunDir, state: str, metrics: Mapping[str, Any] | None, console: Console, *,
+                partial: bool) -> list[Path]:
+    """Print a ``laser bon`` run's summary (rebuilt from its events when incomplete and ``partial``)."""
+    from laser_app.bon import render_bon, summarize_bon
+
+    if state != "complete" or metrics is None:
+        if not partial:
+            raise RunDirError(f"run {run.path} is not complete (state: {state}); pass --partial to report "
+                              "what it holds")
+        events = run.events()
+        if not events:
+            raise RunDirError(f"run {run.path} logged no prompts yet; nothing to report")
+        cfg, resolved = run.config(), run.resolved()
+        console.print(f"[bold yellow]INCOMPLETE run[/] (state: {state}); numbers cover only the prompts it "
+                      "answered")
+        metrics = summarize_bon(events, rm_names=resolved.get("rms", []), rm_for_task=resolved.get("rm_for_task"),
+                                policy=str(cfg.get("policy")), n_responses=int(cfg.get("n_responses", 0)),
+                                seconds=0.0)
+    render_bon(metrics, console)
+    return []

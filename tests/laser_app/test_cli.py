@@ -237,6 +237,8 @@ def test_bon_on_a_small_built_world(small_world: Path, tmp_path: Path) -> None:
     assert all(rm in ("rm-a", "rm-b", "rm-c") for e in events for rm in e["rms"])
     assert (out / "bandit.json").is_file()
     assert json.loads((out / "status.json").read_text())["state"] == "complete"
+    report = runner.invoke(app, ["report", str(out)])
+    assert report.exit_code == 0 and "best-of-3 with linucb" in report.stdout
 
     again = runner.invoke(app, [*args[:-3], "--out", str(tmp_path / "bon2"), "--no-progress"])
     assert again.exit_code == 0
