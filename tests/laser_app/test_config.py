@@ -169,3 +169,11 @@ def test_malformed_files(tmp_path: Path) -> None:
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     assert resolve_config(empty) == RunConfig()
+
+
+def test_the_paper_config_file_matches_the_compare_alias() -> None:
+    from laser_app.compare import METHOD_ALIASES
+
+    cfg = resolve_config(Path(__file__).parents[2] / "examples" / "laser-paper.toml")
+    for field, value in METHOD_ALIASES["laser-paper"].items():
+        assert getattr(cfg, field) == value, field
