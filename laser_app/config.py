@@ -79,8 +79,9 @@ class RunConfig(BaseModel):
     mab_reward: MabReward | Literal["auto"] = Field("auto", description=(
         "Bandit reward before normalization: dpo+nll (the paper: negative DPO + NLL loss), dpo, nll, "
         "loss-decrease, agreement (with the other RMs), heldout (whether the chosen RM's top sample is "
-        "right; needs answers) or auto: heldout when every training prompt has an answer (the built-in "
-        "world), else dpo+nll."))
+        "right by exact or number match; needs answers) or auto: heldout when every training prompt has an "
+        "answer (the built-in world), else dpo+nll. Free-form answers that exact match cannot check need an "
+        "explicit reward."))
     granularity: Granularity = Field("batch", description=(
         "batch: one RM per batch (the paper); instance: one RM per prompt, one DPO step per RM group."))
     batching: Batching = Field("homogeneous", description=(
