@@ -17,6 +17,8 @@ function sees one *unit*: the whole group under ``batch`` granularity, or a sing
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -208,6 +210,54 @@ def heldout(inp: RewardInputs) -> float:
     return float(np.mean(values))
 
 
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def answer_key(text: str) -> str:
+    """What two answers must share to count as the same answer: the last number when there is one (a
+    worked "7+5=12" and a bare "12" agree), else the lower-cased words.
+
+    >>> answer_key(" 7+5=12"), answer_key("12"), answer_key(" Yes. "), answer_key("yes")
+    ('12', '12', 'yes', 'yes')
+    """
+    numbers = _NUMBER.findall(text)
+    if numbers:
+        return numbers[-1]
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def consistency(inp: RewardInputs) -> float:
+    """Label-free: how often the chosen RM's top-ranked response gives the answer most of the prompt's
+    samples give (self-consistency), averaged over the unit's prompts, in [0, 1]. When several answers tie
+    for most frequent, agreeing with one of them counts ``1 / (number tied)``.
+
+    Needs ``extra["responses"]``: per prompt (a list over the batch, or a dict by batch position), the
+    responses the RM scored.
+    """
+    if "responses" not in inp.extra:
+        raise ValueError("reward 'consistency' needs extra['responses']: per prompt, the scored responses")
+    raw = inp.extra["responses"]
+    values = []
+    for k in inp.prompt_indices:
+        responses = raw.get(k) if isinstance(raw, Mapping) else (raw[k] if 0 <= k < len(raw) else None)
+        scores = inp.rm_scores.get(k)
+        if responses is None or scores is None:
+            continue
+        if len(responses) != len(scores):
+            raise ValueError(f"extra['responses'][{k}] has {len(responses)} entries but {len(scores)} "
+                             "responses were scored")
+        keys = [answer_key(str(r)) for r in responses]
+        counts = Counter(keys)
+        top = max(counts.values())
+        modes = {key for key, n in counts.items() if n == top}
+        chosen = keys[int(np.argmax(scores))]
+        values.append(1.0 / len(modes) if chosen in modes else 0.0)
+    if not values:
+        raise NoRewardSignal(f"reward 'consistency' found no prompt among {list(inp.prompt_indices)} with "
+                             "scores and responses")
+    return float(np.mean(values))
+
+
 MAB_REWARDS: dict[str, RewardFn] = {
     "dpo+nll": neg_total_loss,
     "dpo": neg_dpo_loss,
@@ -215,6 +265,7 @@ MAB_REWARDS: dict[str, RewardFn] = {
     "loss-decrease": loss_decrease,
     "agreement": agreement,
     "heldout": heldout,
+    "consistency": consistency,
 }
 """Bandit reward functions by name; ``"dpo+nll"`` is the paper's."""
 

@@ -34,7 +34,7 @@ POLICY_NAMES = (*LEARNING_POLICIES, *BASELINE_POLICIES, "fixed:NAME")
 
 Batching = Literal["homogeneous", "mixed"]
 Granularity = Literal["batch", "instance"]
-MabReward = Literal["dpo+nll", "dpo", "nll", "loss-decrease", "agreement", "heldout"]
+MabReward = Literal["dpo+nll", "dpo", "nll", "loss-decrease", "agreement", "heldout", "consistency"]
 Scope = Literal["global", "per-context"]
 NormalizerName = Literal["quantile", "minmax", "zscore"]
 OodKind = Literal["bias", "noise"]
@@ -79,7 +79,8 @@ class RunConfig(BaseModel):
     mab_reward: MabReward | Literal["auto"] = Field("auto", description=(
         "Bandit reward before normalization: dpo+nll (the paper: negative DPO + NLL loss), dpo, nll, "
         "loss-decrease, agreement (with the other RMs), heldout (whether the chosen RM's top sample is "
-        "right by exact or number match; needs answers) or auto: heldout when every training prompt has an "
+        "right by exact or number match; needs answers), consistency (whether it gives the samples' majority "
+        "answer; no labels) or auto: heldout when every training prompt has an "
         "answer (the built-in world), else dpo+nll. Free-form answers that exact match cannot check need an "
         "explicit reward."))
     granularity: Granularity = Field("batch", description=(

@@ -200,6 +200,8 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                         }
                         if correct is not None:
                             extra["correct"] = correct
+                        if config.mab_reward == "consistency":
+                            extra["responses"] = responses
                         t0 = time.perf_counter()
                         if config.mab_reward == "loss-decrease":
                             extra["loss_after"] = dpo.evaluate(pairs)

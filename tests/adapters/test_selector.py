@@ -359,9 +359,10 @@ def _one_step(reward: str, extra: dict[str, Any], *, granularity: str = "batch",
 
 
 def test_registry_names_and_docstrings() -> None:
-    assert list(MAB_REWARDS) == ["dpo+nll", "dpo", "nll", "loss-decrease", "agreement", "heldout"]
+    assert list(MAB_REWARDS) == ["dpo+nll", "dpo", "nll", "loss-decrease", "agreement", "heldout",
+                                 "consistency"]
     assert all(fn.__doc__ for fn in MAB_REWARDS.values())
-    names = r"valid names: dpo\+nll, dpo, nll, loss-decrease, agreement, heldout"
+    names = r"valid names: dpo\+nll, dpo, nll, loss-decrease, agreement, heldout, consistency"
     with pytest.raises(ValueError, match=names):
         get_reward("reward")
 
@@ -517,3 +518,14 @@ def test_counterfactual_losses_with_a_real_dpo_step(tmp_path: Any) -> None:
         assert out[rm] == pytest.approx(dpo.evaluate(pairs).loss)
     assert out["right"] != out["long"]
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_consistency_reward_is_agreement_with_the_majority_answer() -> None:
+    # the routed RM ranks the second response top in every prompt (scores [0, 1, 0.5])
+    responses = [[" 3+4=7", " 2+5=7", " 9"],  # top gives 7, the majority answer: 1
+                 [" yes", " no", " yes"],  # top says no, the majority yes: 0
+                 [" A", " B", " C"]]  # a three-way tie, top among them: 1/3
+    _, log = _one_step("consistency", {"responses": responses})
+    assert log["raw_reward"] == pytest.approx((1 + 0 + 1 / 3) / 3)
+    with pytest.raises(ValueError, match="needs extra\\['responses'\\]"):
+        _one_step("consistency", {})
