@@ -222,7 +222,7 @@ def answer_key(text: str) -> str:
     """
     numbers = _NUMBER.findall(text)
     if numbers:
-        return numbers[-1]
+        return str(numbers[-1])
     return " ".join(re.findall(r"\w+", text.lower()))
 
 
