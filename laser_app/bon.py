@@ -190,8 +190,9 @@ def _bon_batch(b: int, batch: Sequence[ExampleLike], config: RunConfig, setup: A
     correct = [None if a is None else bool(setup.check(t, r, a)) for t, r, a in zip(tasks, best, answers,
                                                                                     strict=True)]
     f1 = [None if a is None else token_f1(r, a) for r, a in zip(best, answers, strict=True)]
-    samples_right = [None if a is None else float(np.mean([setup.check(t, r, a) for r in rs]))
-                     for t, rs, a in zip(tasks, responses, answers, strict=True)]
+    sample_correct = [None if a is None else [bool(setup.check(t, r, a)) for r in rs]
+                      for t, rs, a in zip(tasks, responses, answers, strict=True)]
+    samples_right = [None if c is None else float(np.mean(c)) for c in sample_correct]
 
     t0 = time.perf_counter()
     nlls = nll(setup.model, setup.tokenizer, prompts, best, max_length=config.max_length)
@@ -203,9 +204,8 @@ def _bon_batch(b: int, batch: Sequence[ExampleLike], config: RunConfig, setup: A
                             chosen_rewards=zeros, rejected_rewards=zeros, dpo_loss=0.0,
                             nll_loss=float(values.mean()))
         extra: dict[str, Any] = {"pair_prompt": list(idx), "scores": {i: dict(scores[i]) for i in idx}}
-        if all(a is not None for a in answers):
-            extra["correct"] = [[bool(setup.check(t, r, a)) for r in rs]
-                                for t, rs, a in zip(tasks, responses, answers, strict=True)]
+        if all(c is not None for c in sample_correct):
+            extra["correct"] = sample_correct
         feedback.append(selector.feedback(label, list(idx), result, extra))
     secs["feedback"] = time.perf_counter() - t0
 
