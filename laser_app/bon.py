@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from laser_adapters.selector import Selector
+    from laser_app.loop import Setup, TimedEncoder
 
 #: Bandit rewards ``laser bon`` accepts (the others need a training step).
 BON_REWARDS = ("nll", "heldout")
@@ -67,15 +68,19 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def _check_reward(reward: str, *, allowed: Sequence[str]) -> None:
+    if reward not in allowed:
+        raise LaserError(f"--mab-reward {reward} needs a training step; laser bon takes "
+                         f"{' or '.join(BON_REWARDS)}")
+
+
 def bon_config(config: RunConfig, rows: Sequence[ExampleLike]) -> RunConfig:
     """``config`` as best-of-n needs it: one decision per prompt, and a reward that needs no training
     step (``auto``: ``heldout`` when every row has an answer, else ``nll``)."""
     reward = config.mab_reward
     if reward == "auto":
         reward = "heldout" if rows and all(ex.answer is not None for ex in rows) else "nll"
-    if reward not in BON_REWARDS:
-        raise LaserError(f"--mab-reward {reward} needs a training step; laser bon takes "
-                         f"{' or '.join(BON_REWARDS)}")
+    _check_reward(reward, allowed=BON_REWARDS)
     granularity = "instance" if config.policy in (*LEARNING_POLICIES, "random") else "batch"
     return config.model_copy(update={"mab_reward": reward, "granularity": granularity})
 
@@ -85,43 +90,19 @@ def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None
 
     The prompts are the built-in test split (or ``--data``, whose rows need an ``answer`` for accuracy).
     """
-    from laser_adapters.dpo import response_nll
-    from laser_adapters.encoders import PrefillCapture, contexts_from_states, reads_policy_states
-    from laser_adapters.generation import cut_at_stop, sample_responses
-    from laser_adapters.selectors_baseline import make_selector
-    from laser_app.loop import (
-        TimedEncoder,
-        _progress_bar,
-        _stderr_console,
-        derive_seed,
-        make_encoder,
-        prepare,
-        score_responses,
-        selector_kwargs,
-    )
+    from laser_app.loop import _progress_bar, _stderr_console, prepare, selector_for
 
     t_start = time.perf_counter()
-    if config.mab_reward not in (*BON_REWARDS, "auto"):
-        raise LaserError(f"--mab-reward {config.mab_reward} needs a training step; laser bon takes "
-                         f"{' or '.join(BON_REWARDS)}")
+    _check_reward(config.mab_reward, allowed=(*BON_REWARDS, "auto"))  # before anything loads
     console = console or _stderr_console()
     setup = prepare(config.model_copy(update={"mab_reward": "nll"}), progress=progress, console=console)
     rows: list[ExampleLike] = list(setup.train if config.data is not None else setup.evaluation["test"])
     if config.mab_reward == "heldout" and any(ex.answer is None for ex in rows):
         raise LaserError("--mab-reward heldout needs an \"answer\" on every row; add answers or use nll")
     given, config = config, bon_config(config, rows)
-    if config.policy == "oracle" and not setup.rm_for_task:
-        raise LaserError("--policy oracle routes each task to its own RM: give --rm-for-task task=rm pairs")
     order = np.random.default_rng(np.random.SeedSequence([config.seed, 3])).permutation(len(rows))
     rows = [rows[i] for i in order]
-    model, tokenizer = setup.model, setup.tokenizer
-    encoder = None
-    if config.policy in ("linucb", "lints"):
-        encoder = TimedEncoder(make_encoder(config.context, model, tokenizer, dim=config.context_dim,
-                                            seed=config.seed))
-    reuse_states = encoder is not None and reads_policy_states(encoder.inner)
-    selector = cast("Selector", make_selector(config.policy, setup.rm_names,
-                                              **selector_kwargs(config, encoder, setup.rm_for_task)))
+    selector, encoder, reuse_states = selector_for(config, setup)
 
     run = RunDir.create(config.out or default_out(f"bon-{config.policy}"), overwrite=config.overwrite)
     try:
@@ -132,10 +113,7 @@ def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None
         with _progress_bar(console, len(batches), enabled=progress) as bar:
             bar.describe("best-of-n")
             for b, batch in enumerate(batches):
-                event = _bon_batch(b, batch, config, setup, selector, encoder, reuse_states,
-                                   sample=sample_responses, cut=cut_at_stop, capture=PrefillCapture,
-                                   from_states=contexts_from_states, nll=response_nll,
-                                   score=score_responses, seed=derive_seed(config.seed, 0, b))
+                event = _bon_batch(b, batch, config, setup, selector, encoder, reuse_states)
                 run.append_event(event)
                 bar.advance(rm=event["rm"], loss=event.get("mean_nll"))
         run.save_bandit(selector.state_dict())
@@ -150,36 +128,29 @@ def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None
     return BonSummary(run_dir=run.path, metrics=metrics)
 
 
-def _bon_batch(b: int, batch: Sequence[ExampleLike], config: RunConfig, setup: Any, selector: Any,
-               encoder: Any, reuse_states: bool, *, sample: Any, cut: Any, capture: Any, from_states: Any,
-               nll: Any, score: Any, seed: int) -> dict[str, Any]:
+def _bon_batch(b: int, batch: Sequence[ExampleLike], config: RunConfig, setup: Setup, selector: Selector,
+               encoder: TimedEncoder | None, reuse_states: bool) -> dict[str, Any]:
     """One batch of best-of-n: sample, route, score, pick, check, give feedback; returns its event."""
-    from laser_adapters.dpo import StepResult
+    from laser_adapters.dpo import StepResult, response_nll
+    from laser_adapters.encoders import PrefillCapture
+    from laser_adapters.generation import cut_at_stop, sample_responses
+    from laser_app.loop import choose_rms, derive_seed, score_responses
 
     prompts = [ex.prompt for ex in batch]
     tasks = [task_of(ex) for ex in batch]
     secs = dict.fromkeys(("encode", "select", "generate", "score", "feedback"), 0.0)
     t0 = time.perf_counter()
-    with capture(setup.model) if reuse_states else nullcontext() as cap:
-        samples = sample(setup.model, setup.tokenizer, prompts, n=config.n_responses,
-                         temperature=config.temperature, top_p=config.top_p,
-                         max_new_tokens=setup.max_new_tokens, stop=setup.stop, seed=seed)
-    responses = [[cut(r, setup.stop) for r in rs] for rs in samples]
+    with PrefillCapture(setup.model) if reuse_states else nullcontext() as capture:
+        samples = sample_responses(setup.model, setup.tokenizer, prompts, n=config.n_responses,
+                                   temperature=config.temperature, top_p=config.top_p,
+                                   max_new_tokens=setup.max_new_tokens, stop=setup.stop,
+                                   seed=derive_seed(config.seed, 0, b))
+    responses = [[cut_at_stop(r, setup.stop) for r in rs] for rs in samples]
     secs["generate"] = time.perf_counter() - t0
+    choices = choose_rms(selector, prompts, tasks, encoder, capture, secs)
 
     t0 = time.perf_counter()
-    contexts = from_states(encoder.inner, cap.features(len(prompts))) if cap is not None else None
-    secs["encode"] = time.perf_counter() - t0
-    encoded_before = encoder.seconds if encoder is not None else 0.0
-    t0 = time.perf_counter()
-    choices = selector.choose(prompts, tasks=tasks, contexts=contexts)
-    secs["select"] = time.perf_counter() - t0
-    if encoder is not None:
-        secs["encode"] += encoder.seconds - encoded_before
-        secs["select"] -= encoder.seconds - encoded_before
-
-    t0 = time.perf_counter()
-    scores = score(setup.registry, prompts, responses, choices, label=f"best-of-n batch {b}")
+    scores = score_responses(setup.registry, prompts, responses, choices, label=f"best-of-n batch {b}")
     best = []
     for i in range(len(prompts)):  # the top-vs-bottom pair's chosen response is the RM's best sample
         pairs = selector.pairs_for(i, prompts[i], responses[i], scores[i], 1).pairs
@@ -195,7 +166,7 @@ def _bon_batch(b: int, batch: Sequence[ExampleLike], config: RunConfig, setup: A
     samples_right = [None if c is None else float(np.mean(c)) for c in sample_correct]
 
     t0 = time.perf_counter()
-    nlls = nll(setup.model, setup.tokenizer, prompts, best, max_length=config.max_length)
+    nlls = response_nll(setup.model, setup.tokenizer, prompts, best, max_length=config.max_length)
     feedback = []
     for label, idx in selector.groups(choices):
         values = nlls[idx]
@@ -210,9 +181,9 @@ def _bon_batch(b: int, batch: Sequence[ExampleLike], config: RunConfig, setup: A
     secs["feedback"] = time.perf_counter() - t0
 
     routed = [c[0] for c in choices]  # ensembles need every RM: they are logged under their own name
-    label = selector.name if selector.name.startswith("ensemble") else None
-    return {"batch": b, "tasks": tasks, "rms": [label or r for r in routed],
-            "rm": label or Counter(routed).most_common(1)[0][0],
+    ensemble = selector.name if selector.name.startswith("ensemble") else None
+    return {"batch": b, "tasks": tasks, "rms": [ensemble or r for r in routed],
+            "rm": ensemble or Counter(routed).most_common(1)[0][0],
             "correct": correct, "f1": f1, "sample_accuracy": samples_right, "nll": nlls.tolist(),
             "mean_nll": float(nlls.mean()), "answers": best, "feedback": feedback,
             "seconds": {k: round(v, 6) for k, v in secs.items()}}

@@ -83,9 +83,8 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
     import torch
 
     from laser_adapters.dpo import DPOLoss, DPOStep
-    from laser_adapters.encoders import PrefillCapture, contexts_from_states, reads_policy_states
+    from laser_adapters.encoders import PrefillCapture
     from laser_adapters.generation import cut_at_stop, greedy_answers, sample_responses
-    from laser_adapters.selectors_baseline import make_selector
 
     t_start = time.perf_counter()
     console = console or _stderr_console()
@@ -94,17 +93,7 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
     config = resolve_mab_reward(config, setup.train)
     setup.resolved["mab_reward"] = config.mab_reward
     model, tokenizer = setup.model, setup.tokenizer
-    encoder = None
-    if config.policy in ("linucb", "lints"):  # the contextual policies
-        encoder = TimedEncoder(make_encoder(config.context, model, tokenizer, dim=config.context_dim,
-                                            seed=config.seed))
-    # the policy-state context comes from generation's own prefill pass (no second forward pass)
-    reuse_states = encoder is not None and reads_policy_states(encoder.inner)
-    if config.policy == "oracle" and not setup.rm_for_task:
-        raise LaserError("--policy oracle routes each task to its own RM: give --rm-for-task task=rm pairs "
-                         "(the built-in world sets them)")
-    selector = cast("Selector", make_selector(config.policy, setup.rm_names,
-                                              **selector_kwargs(config, encoder, setup.rm_for_task)))
+    selector, encoder, reuse_states = selector_for(config, setup)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
     dpo = DPOStep(model, tokenizer, optimizer,
@@ -137,7 +126,6 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                     prompts = [ex.prompt for ex in batch]
                     tasks = [task_of(ex) for ex in batch]
                     secs = dict.fromkeys(STEP_PARTS, 0.0)
-                    encoded_before = encoder.seconds if encoder is not None else 0.0
                     bar.describe(f"iteration {m + 1}/{config.iterations}")
 
                     # 1. sample n responses per prompt (sampling does not depend on the RM, so it comes
@@ -154,14 +142,7 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                     secs["generate"] += time.perf_counter() - t0
 
                     # 2. choose the RM(s): the context (read from generation or encoded), then the bandit
-                    t0 = time.perf_counter()
-                    contexts = None
-                    if capture is not None and encoder is not None:
-                        contexts = contexts_from_states(encoder.inner, capture.features(len(prompts)))
-                    secs["encode"] += time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    choices = selector.choose(prompts, tasks=tasks, contexts=contexts)
-                    secs["select"] += time.perf_counter() - t0
+                    choices = choose_rms(selector, prompts, tasks, encoder, capture, secs)
 
                     # 3. score with the needed RMs, then form pairs per prompt
                     t0 = time.perf_counter()
@@ -212,10 +193,6 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                         all_pairs += [{**p, "iteration": m, "rm": label} for p in pairs]
 
                     # 5. log the step ("select" is the bandit's decision and update, "encode" its contexts)
-                    if encoder is not None:
-                        encoded = encoder.seconds - encoded_before
-                        secs["encode"] += encoded
-                        secs["select"] -= encoded
                     event = step_event(m, b, step, batch, choices, results, group_logs, secs, correct,
                                        counterfactual)
                     run.append_event(event)
@@ -388,6 +365,45 @@ def selector_kwargs(config: RunConfig, encoder: ContextEncoder | None = None,
     if encoder is not None:
         kwargs["encoder"] = encoder
     return kwargs
+
+
+def selector_for(config: RunConfig, setup: Setup) -> tuple[Selector, TimedEncoder | None, bool]:
+    """The selector ``config.policy`` names, its timed context encoder (contextual policies only), and
+    whether that encoder reads the policy's hidden states (so generation's prefill can supply them)."""
+    from laser_adapters.encoders import reads_policy_states
+    from laser_adapters.selectors_baseline import make_selector
+
+    encoder = None
+    if config.policy in ("linucb", "lints"):  # the contextual policies
+        encoder = TimedEncoder(make_encoder(config.context, setup.model, setup.tokenizer, dim=config.context_dim,
+                                            seed=config.seed))
+    if config.policy == "oracle" and not setup.rm_for_task:
+        raise LaserError("--policy oracle routes each task to its own RM: give --rm-for-task task=rm pairs "
+                         "(the built-in world sets them)")
+    selector = cast("Selector", make_selector(config.policy, setup.rm_names,
+                                              **selector_kwargs(config, encoder, setup.rm_for_task)))
+    return selector, encoder, encoder is not None and reads_policy_states(encoder.inner)
+
+
+def choose_rms(selector: Selector, prompts: list[str], tasks: list[str], encoder: TimedEncoder | None,
+               capture: Any, secs: dict[str, float]) -> list[tuple[str, ...]]:
+    """``selector.choose`` with the contexts read from ``capture`` (a used ``PrefillCapture``, or None to
+    let the selector encode); adds the seconds spent on contexts to ``secs["encode"]`` and the bandit's
+    decision to ``secs["select"]``."""
+    from laser_adapters.encoders import contexts_from_states
+
+    t0 = time.perf_counter()
+    contexts = None
+    if capture is not None and encoder is not None:
+        contexts = contexts_from_states(encoder.inner, capture.features(len(prompts)))
+    secs["encode"] += time.perf_counter() - t0
+    encoded_before = encoder.seconds if encoder is not None else 0.0
+    t0 = time.perf_counter()
+    choices = selector.choose(prompts, tasks=tasks, contexts=contexts)
+    encoded = encoder.seconds - encoded_before if encoder is not None else 0.0
+    secs["select"] += time.perf_counter() - t0 - encoded
+    secs["encode"] += encoded
+    return choices
 
 
 class TimedEncoder:
