@@ -744,8 +744,7 @@ class _Bar:
 @contextmanager
 def _progress_bar(console: Console, total: int, *, enabled: bool) -> Iterator[_Bar]:
     if not enabled:
-        with nullcontext():
-            yield _Bar(None, None)
+        yield _Bar(None, None)
         return
     from rich.progress import (
         BarColumn,

@@ -149,16 +149,24 @@ def sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, batches: Ite
             if row not in encoded:
                 encoded[row] = _encode(tokenizer, row)
         loss = model(**_collate([encoded[row] for row in batch], tokenizer.pad_token_id)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        losses.append(optimizer_step(model, optimizer, schedule, loss))
         if on_step is not None:
             on_step(step)
     model.eval()
     return losses
+
+
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   schedule: torch.optim.lr_scheduler.LRScheduler,
+                   loss: torch.Tensor) -> float:
+    """Backward, clip the gradient norm to 1, step the optimizer and the schedule, clear the gradients;
+    returns the loss as a float (the world's SFT and RM training share this step)."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.item())
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:

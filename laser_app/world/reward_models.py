@@ -39,7 +39,7 @@ import torch
 from torch.nn.functional import softplus
 from transformers import LlamaForCausalLM, LlamaForSequenceClassification, PreTrainedTokenizerBase
 
-from laser_app.world.policy_model import seeded
+from laser_app.world.policy_model import optimizer_step, seeded
 from laser_app.world.tasks import LETTERS, TASKS, Example, check_answer, normalize, parse_number
 
 RM_FOR_TASK: dict[str, str] = {"math": "rm-a", "yesno": "rm-b", "mcq": "rm-c"}
@@ -305,12 +305,7 @@ def train_reward_model(model: LlamaForSequenceClassification, tokenizer: PreTrai
             rows = torch.cat([torch.arange(n_own), len(batch) + torch.arange(n_own)])
             aux = torch.nn.functional.cross_entropy(pooled[rows] @ embed.T, target)
             loss = loss + spec.aux_weight * aux
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        losses.append(optimizer_step(model, optimizer, schedule, loss))
         if progress is not None:
             progress(1)
     model.eval()
