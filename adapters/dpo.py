@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from banditkit._validation import check_positive_int, check_real
+from banditkit.validation import check_positive_int, check_real
 from laser_adapters.pairs import check_pair
 
 REFERENCE_ADAPTER = "laser_reference"

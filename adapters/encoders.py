@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from banditkit._validation import check_positive_int
+from banditkit.validation import check_positive_int
 
 if TYPE_CHECKING:
     import torch

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from banditkit._validation import check_positive_int, check_real
+from banditkit.validation import check_positive_int, check_real
 
 
 def _check_prompts(prompts: Sequence[str]) -> list[str]:

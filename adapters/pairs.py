@@ -24,7 +24,7 @@ from typing import Any, TypedDict
 import numpy as np
 from numpy.typing import ArrayLike
 
-from banditkit._validation import check_positive_int
+from banditkit.validation import check_positive_int
 
 PAIR_KEYS = ("prompt", "chosen", "rejected")
 

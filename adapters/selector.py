@@ -19,30 +19,24 @@ policy from locking onto the first RM it tries.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
 
-from .mab_rewards import NoRewardSignal, RewardInputs, get_reward
+from .bandit_rewards import NoRewardSignal, RewardInputs, StepInputs, StepLosses, get_bandit_reward
+from .checks import FloatArray, as_float_array, check_choice, check_rm_names
 from .pairs import PairResult, make_pairs
+from .scoped_normalization import SCOPES, NormalizerSpec, ScopedNormalizer, make_normalizer_factory
 
 if TYPE_CHECKING:
     from banditkit.base import Policy
-    from banditkit.normalizers import Normalizer
 
-    from .dpo import StepResult
     from .encoders import ContextEncoder
 
-FloatArray = NDArray[np.float64]
-NormalizerSpec = str | Callable[[], "Normalizer"]
-
 GRANULARITIES = ("batch", "instance")
-SCOPES = ("global", "per-context")
-NORMALIZERS = ("quantile", "minmax", "zscore")
-_SCORE_ATTRS = ("scores", "ucb", "indices", "means")
 AUTO_BASELINE = 0.75
 """``reward_baseline`` for contextual policies when not given (see :class:`RMSelector`)."""
 
@@ -53,11 +47,14 @@ class Selector(Protocol):
 
     Per batch the loop calls ``choose``, scores each prompt's responses with the RMs named for it,
     calls ``pairs_for`` per prompt, splits the batch with ``groups`` into DPO steps and, after each
-    step, calls ``feedback``. ``new_iteration`` is called at the start of each iteration (0-based).
+    step, calls ``feedback`` with the :class:`~laser_adapters.bandit_rewards.StepInputs` its reward
+    ``needs`` (names of optional fields). ``new_iteration`` is called at the start of each iteration
+    (0-based).
     """
 
     name: str
     rm_names: list[str]
+    needs: frozenset[str]
 
     def choose(self, prompts: Sequence[str], *, tasks: Sequence[str] | None = None,
                contexts: Any = None) -> list[tuple[str, ...]]:
@@ -74,8 +71,8 @@ class Selector(Protocol):
         """How to split the batch into DPO steps: ``(label, prompt indices)``."""
         ...
 
-    def feedback(self, label: str, prompt_indices: list[int], result: StepResult,
-                 extra: dict[str, Any]) -> dict[str, Any]:
+    def feedback(self, label: str, prompt_indices: list[int], result: StepLosses,
+                 inputs: StepInputs | None = None) -> dict[str, Any]:
         """Learn from one DPO step on a group; returns a JSON-ready dict to log."""
         ...
 
@@ -84,245 +81,6 @@ class Selector(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-# --------------------------------------------------------------------------- helpers
-def check_rm_names(rm_names: Sequence[str]) -> list[str]:
-    """Return ``rm_names`` as a list, rejecting an empty list, non-strings and duplicates."""
-    if isinstance(rm_names, str):
-        raise TypeError(f"rm_names must be a list of names, got the string {rm_names!r}; split it first")
-    names = list(rm_names)
-    if not names:
-        raise ValueError("rm_names is empty: name at least one reward model")
-    for n in names:
-        if not isinstance(n, str) or not n:
-            raise TypeError(f"each RM name must be a non-empty string, got {n!r}")
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ValueError(f"duplicate RM names {dupes}; each RM may appear once")
-    return names
-
-
-def check_choice(name: str, value: str, valid: Sequence[str]) -> str:
-    if value not in valid:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, valid))}, got {value!r}")
-    return value
-
-
-def make_normalizer_factory(spec: NormalizerSpec) -> Callable[[], Normalizer]:
-    """Turn ``"quantile"`` (the paper's 20th/80th percentiles), ``"minmax"``, ``"zscore"`` or a
-    zero-argument factory into a factory of fresh normalizers."""
-    if callable(spec):
-        return spec
-    from banditkit.normalizers import MinMaxNormalizer, QuantileNormalizer, ZScoreNormalizer
-
-    table: dict[str, Callable[[], Normalizer]] = {
-        "quantile": QuantileNormalizer, "minmax": MinMaxNormalizer, "zscore": ZScoreNormalizer,
-    }
-    if spec not in table:
-        raise ValueError(f"unknown normalizer {spec!r}; valid: {', '.join(NORMALIZERS)} or a factory "
-                         "callable")
-    return table[spec]
-
-
-def _as_float_array(x: Any, what: str) -> FloatArray:
-    arr = np.asarray(x, dtype=np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{what} contains NaN or inf")
-    return arr
-
-
-# --------------------------------------------------------------------------- normalization scope
-class ContextClusters:
-    """Seeded k-means over the first ``warmup`` steps' contexts, then online nearest-centroid.
-
-    Until fitted, ``assign`` buffers its inputs and returns ``None``; ``fit`` runs k-means++ (from
-    ``seed``) and Lloyd iterations on the buffer, after which each assigned context moves its
-    centroid by a running mean (MacQueen). Cluster ids never change once fitted, so per-cluster reward
-    histories stay meaningful.
-
-    >>> rng = np.random.default_rng(0)
-    >>> cl = ContextClusters(2, seed=0)
-    >>> _ = cl.assign(np.r_[rng.normal(0, 0.1, (5, 2)), rng.normal(5, 0.1, (5, 2))])
-    >>> labels = cl.fit()
-    >>> cl.assign(np.array([[5.0, 5.0], [0.0, 0.0]])) == [labels[-1], labels[0]]
-    True
-    """
-
-    def __init__(self, n_clusters: int, *, seed: int | np.random.Generator | None = 0) -> None:
-        if isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or n_clusters < 1:
-            raise ValueError(f"n_clusters must be an int >= 1, got {n_clusters!r}")
-        self.n_clusters = n_clusters
-        self._rng = np.random.default_rng(seed)
-        self.centroids: FloatArray | None = None
-        self.counts: NDArray[np.int64] | None = None
-        self._buffer: list[FloatArray] = []
-
-    @property
-    def fitted(self) -> bool:
-        return self.centroids is not None
-
-    @property
-    def buffer(self) -> FloatArray:
-        return np.array(self._buffer, dtype=np.float64)
-
-    def assign(self, xs: FloatArray) -> list[int | None]:
-        """Cluster id of each row (moving its centroid), or ``None`` for each while not fitted (buffered)."""
-        xs = np.atleast_2d(np.asarray(xs, dtype=np.float64))
-        if self.centroids is None or self.counts is None:
-            self._buffer.extend(xs.copy())
-            return [None] * len(xs)
-        out: list[int | None] = []
-        for x in xs:
-            j = int(np.argmin(((self.centroids - x) ** 2).sum(axis=1)))
-            self.counts[j] += 1
-            self.centroids[j] += (x - self.centroids[j]) / self.counts[j]
-            out.append(j)
-        return out
-
-    def fit(self, n_iter: int = 50) -> list[int]:
-        """Fit the centroids on the buffer; returns each buffered row's cluster id (buffer order)."""
-        x = self.buffer
-        if len(x) == 0:
-            raise ValueError("no contexts to cluster yet: assign some before fit")
-        k = min(self.n_clusters, len(np.unique(x, axis=0)))
-        cent = self._kmeanspp(x, k)
-        labels = np.zeros(len(x), dtype=np.int64)
-        for _ in range(n_iter):
-            labels = ((x[:, None, :] - cent[None]) ** 2).sum(axis=2).argmin(axis=1)
-            new = np.array([x[labels == j].mean(axis=0) if (labels == j).any() else cent[j]
-                            for j in range(k)])
-            if np.allclose(new, cent):
-                break
-            cent = new
-        self.centroids = cent
-        self.counts = np.bincount(labels, minlength=k).astype(np.int64)
-        self._buffer = []
-        return [int(v) for v in labels]
-
-    def _kmeanspp(self, x: FloatArray, k: int) -> FloatArray:
-        cent = [x[int(self._rng.integers(len(x)))]]
-        for _ in range(1, k):
-            d2 = ((x[:, None, :] - np.array(cent)[None]) ** 2).sum(axis=2).min(axis=1)
-            cent.append(x[int(self._rng.choice(len(x), p=d2 / d2.sum()))])
-        return np.array(cent, dtype=np.float64)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "n_clusters": self.n_clusters,
-            "centroids": None if self.centroids is None else self.centroids.tolist(),
-            "counts": None if self.counts is None else self.counts.tolist(),
-            "buffer": [b.tolist() for b in self._buffer],
-            "rng": self._rng.bit_generator.state,
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.n_clusters = int(state["n_clusters"])
-        c = state["centroids"]
-        self.centroids = None if c is None else np.array(c, dtype=np.float64)
-        self.counts = None if state["counts"] is None else np.array(state["counts"], dtype=np.int64)
-        self._buffer = [np.array(b, dtype=np.float64) for b in state["buffer"]]
-        self._rng = np.random.default_rng()
-        self._rng.bit_generator.state = state["rng"]
-
-
-class ScopedNormalizer:
-    """Reward normalization with one history per scope key.
-
-    ``scope="global"``: one key, ``"global"`` (the paper). ``scope="per-context"``: ``"task:<label>"``
-    when the unit has a task label (a batch of several tasks uses the sorted labels joined by ``+``),
-    else ``"cluster:<id>"`` from :class:`ContextClusters`. Until the clusters are fitted (after
-    ``warmup`` steps) unlabelled rewards use the key ``"warmup"``; at fitting time each cluster's history
-    is seeded with the buffered rewards of its members, in order.
-
-    >>> from banditkit.normalizers import QuantileNormalizer
-    >>> norm = ScopedNormalizer(QuantileNormalizer, scope="per-context")
-    >>> for r in [-1.4, -1.5, -1.3]:
-    ...     _ = norm.step([r], tasks=["math"])
-    >>> for r in [-0.9, -1.0, -0.8]:
-    ...     _ = norm.step([r], tasks=["yesno"])
-    >>> norm.step([-1.3], tasks=["math"]), norm.step([-1.3], tasks=["yesno"])
-    (([1.0], ['task:math']), ([0.0], ['task:yesno']))
-    """
-
-    def __init__(self, factory: Callable[[], Normalizer], *, scope: str = "global", n_clusters: int = 4,
-                 warmup: int | None = None, seed: int | np.random.Generator | None = 0) -> None:
-        self.factory = factory
-        self.scope = check_choice("scope", scope, SCOPES)
-        self.warmup = 4 * n_clusters if warmup is None else int(warmup)
-        if self.warmup < 1:
-            raise ValueError(f"cluster warmup must be >= 1 step, got {warmup}")
-        self.clusters = ContextClusters(n_clusters, seed=seed)
-        self.normalizers: dict[str, Normalizer] = {}
-        self._warm_rewards: list[float] = []
-        self._warm_steps = 0
-
-    def _get(self, key: str) -> Normalizer:
-        if key not in self.normalizers:
-            self.normalizers[key] = self.factory()
-        return self.normalizers[key]
-
-    def step(self, rewards: Sequence[float], *, tasks: Sequence[str | None] | None = None,
-             contexts: FloatArray | None = None) -> tuple[list[float], list[str]]:
-        """Normalize one step's rewards (one per unit, with its task label or context); returns the
-        normalized rewards and their scope keys."""
-        n = len(rewards)
-        task_list: list[str | None] = [None] * n if tasks is None else list(tasks)
-        if len(task_list) != n:
-            raise ValueError(f"got {n} rewards but {len(task_list)} task labels")
-        keys: list[str | None] = []
-        for t in task_list:
-            if self.scope == "global":
-                keys.append("global")
-            elif t is not None:
-                keys.append(f"task:{t}")
-            else:
-                keys.append(None)
-        unlabelled = [i for i, k in enumerate(keys) if k is None]
-        if unlabelled:
-            if contexts is None:
-                raise ValueError("per-context normalization without task labels needs contexts: pass tasks "
-                                 "to choose or give the selector an encoder")
-            ctx = np.atleast_2d(np.asarray(contexts, dtype=np.float64))
-            if len(ctx) != n:
-                raise ValueError(f"got {n} rewards but {len(ctx)} contexts")
-            ids = self.clusters.assign(ctx[unlabelled])
-            for i, j in zip(unlabelled, ids, strict=True):
-                keys[i] = "warmup" if j is None else f"cluster:{j}"
-        out = [float(self._get(str(k))(float(r))) for k, r in zip(keys, rewards, strict=True)]
-        if unlabelled and not self.clusters.fitted:
-            self._warm_rewards.extend(float(rewards[i]) for i in unlabelled)
-            self._warm_steps += 1
-            if self._warm_steps >= self.warmup:
-                self._fit_clusters()
-        return out, [str(k) for k in keys]
-
-    def _fit_clusters(self) -> None:
-        labels = self.clusters.fit()
-        for j, r in zip(labels, self._warm_rewards, strict=True):
-            self._get(f"cluster:{j}").observe(r)
-        self._warm_rewards = []
-        self.normalizers.pop("warmup", None)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "scope": self.scope,
-            "warmup": self.warmup,
-            "normalizers": {k: v.state_dict() for k, v in self.normalizers.items()},
-            "clusters": self.clusters.state_dict(),
-            "warm_rewards": list(self._warm_rewards),
-            "warm_steps": self._warm_steps,
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.scope = check_choice("scope", state["scope"], SCOPES)
-        self.warmup = int(state["warmup"])
-        self.normalizers = {}
-        for k, v in state["normalizers"].items():
-            self._get(k).load_state_dict(v)
-        self.clusters.load_state_dict(state["clusters"])
-        self._warm_rewards = [float(r) for r in state["warm_rewards"]]
-        self._warm_steps = int(state["warm_steps"])
 
 
 # --------------------------------------------------------------------------- routing base
@@ -353,6 +111,7 @@ class RoutingSelector:
         self.granularity = check_choice("granularity", granularity, GRANULARITIES)
         self.iteration = 0
         self._batch: _Batch | None = None
+        self.needs: frozenset[str] = frozenset()  # baselines learn nothing, so read nothing
 
     # -- to implement
     def _route(self, prompts: list[str], tasks: list[str] | None) -> list[str]:
@@ -382,9 +141,14 @@ class RoutingSelector:
         self._batch.rms = rms
         return [self._needed(i, rm) for i, rm in enumerate(rms)]
 
+    @property
+    def context_dim(self) -> int | None:
+        """The dimension contexts must have (None: any; baselines read no contexts)."""
+        return None
+
     def _check_contexts(self, contexts: Any, n: int) -> FloatArray:
-        x = _as_float_array(contexts, "contexts")
-        dim = getattr(getattr(self, "encoder", None), "dim", None)
+        x = as_float_array(contexts, "contexts")
+        dim = self.context_dim
         if x.ndim != 2 or x.shape[0] != n or (dim is not None and x.shape[1] != dim):
             raise ValueError(f"contexts must have shape ({n}, {dim if dim is not None else 'dim'}), "
                              f"got {x.shape}")
@@ -418,7 +182,7 @@ class RoutingSelector:
         if rm not in scores:
             raise ValueError(f"scores for prompt {i} lack RM {rm!r} (got {sorted(scores)}); score it with "
                              "the RMs that choose named for it")
-        s = _as_float_array(scores[rm], f"scores of {rm!r} for prompt {i}")
+        s = as_float_array(scores[rm], f"scores of {rm!r} for prompt {i}")
         b.seen_scores[i] = s
         return make_pairs(prompt, responses, s, max_pairs)
 
@@ -470,7 +234,7 @@ class RMSelector(RoutingSelector):
     ``granularity="batch"`` (the paper): the batch's context is the mean of its prompts' encodings,
     one RM for the batch, one update per step. ``"instance"``: one RM per prompt, prompts grouped by
     RM, one update per prompt with its own context and reward (per-pair losses mapped to prompts by
-    ``extra["pair_prompt"]``). ``reward`` names a function of :mod:`laser_adapters.mab_rewards`;
+    ``inputs.pair_prompt``). ``reward`` names a reward of :mod:`laser_adapters.bandit_rewards`;
     ``scope`` picks the normalization scope (see the module docstring); without task labels,
     ``per-context`` clusters contexts into ``n_clusters`` groups (k-means seeded by ``seed``) after
     ``cluster_warmup`` steps (default ``4 * n_clusters``), normalizing globally until then. With
@@ -502,7 +266,7 @@ class RMSelector(RoutingSelector):
     >>> result = StepResult(loss=0.8, losses=np.array([0.8]), dpo_losses=np.array([0.69]),
     ...                     nll_losses=np.array([0.11]), chosen_rewards=z, rejected_rewards=z,
     ...                     dpo_loss=0.69, nll_loss=0.11)
-    >>> log = sel.feedback("rm-a", [0, 1], result, {})
+    >>> log = sel.feedback("rm-a", [0, 1], result)
     >>> log["rm"], log["raw_reward"], log["normalized_reward"], log["scope_key"]
     ('rm-a', -0.8, 0.5, 'global')
     """
@@ -518,7 +282,7 @@ class RMSelector(RoutingSelector):
                              f"{self.rm_names}; build it with n_arms={len(self.rm_names)}")
         self.policy = policy
         self.encoder = encoder
-        self.contextual = bool(getattr(policy, "contextual", False))
+        self.contextual = bool(getattr(policy, "contextual", False))  # not part of the Policy protocol
         if self.contextual:
             if encoder is None:
                 raise ValueError(f"{type(policy).__name__} is contextual: pass a context encoder")
@@ -526,8 +290,7 @@ class RMSelector(RoutingSelector):
             if pdim is not None and pdim != encoder.dim:
                 raise ValueError(f"encoder dim {encoder.dim} != policy dim {pdim}; build the policy with "
                                  f"dim={encoder.dim}")
-        self.reward_name = reward
-        self.reward_fn = get_reward(reward)
+        self._set_reward(reward)
         if isinstance(probe_size, bool) or not isinstance(probe_size, int) or probe_size < 0:
             raise ValueError(f"probe_size must be an int >= 0, got {probe_size!r}")
         if reward == "agreement" and probe_size < 1:
@@ -545,6 +308,15 @@ class RMSelector(RoutingSelector):
         if not np.isfinite(self.reward_baseline):
             raise ValueError(f"reward_baseline must be finite, got {reward_baseline!r}")
 
+    @property
+    def context_dim(self) -> int | None:
+        """The encoder's dimension, which given contexts must match (None without an encoder)."""
+        return None if self.encoder is None else self.encoder.dim
+
+    def _set_reward(self, name: str) -> None:
+        reward = get_bandit_reward(name)
+        self.reward_name, self.reward_fn, self.needs = reward.name, reward.fn, reward.reads
+
     # -- routing
     def _needs_contexts(self, tasks: list[str] | None) -> bool:
         return self.contextual or (self.scope == "per-context" and tasks is None)
@@ -557,22 +329,14 @@ class RMSelector(RoutingSelector):
         if x.shape != (len(prompts), self.encoder.dim):
             raise ValueError(f"encoder returned shape {x.shape}, expected "
                              f"({len(prompts)}, {self.encoder.dim})")
-        return _as_float_array(x, "encoded contexts")
+        return as_float_array(x, "encoded contexts")
 
-    def _arm_scores(self, context: FloatArray | None) -> list[float | None] | None:
-        """The policy's per-arm scores for logging, when it exposes them without drawing randomness:
-        ``scores(context)`` / ``ucb(context)`` (contextual), ``indices()`` (UCB1) or ``means``.
-        Non-finite values (an unplayed arm's infinite bound) are logged as ``None``."""
-        for attr in _SCORE_ATTRS:
-            value = getattr(self.policy, attr, None)
-            if value is None:
-                continue
-            if callable(value):
-                value = value(context) if self.contextual else value()
-            arr = np.asarray(value, dtype=np.float64).reshape(-1)
-            if len(arr) == len(self.rm_names):
-                return [float(v) if np.isfinite(v) else None for v in arr]
-        return None
+    def _arm_scores(self, context: FloatArray | None) -> list[float | None]:
+        """The policy's per-arm scores when it chose (``Policy.arm_scores``: UCB bounds, posterior means,
+        EXP3's probabilities, ...), for logging; non-finite values (an unplayed arm's infinite bound) are
+        logged as ``None``."""
+        arr = np.asarray(self.policy.arm_scores(context), dtype=np.float64).reshape(-1)
+        return [float(v) if np.isfinite(v) else None for v in arr]
 
     def _route(self, prompts: list[str], tasks: list[str] | None) -> list[str]:
         b = self._require_batch()
@@ -598,8 +362,8 @@ class RMSelector(RoutingSelector):
         return (rm,)
 
     # -- learning
-    def feedback(self, label: str, prompt_indices: list[int], result: StepResult,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def feedback(self, label: str, prompt_indices: list[int], result: StepLosses,
+                 inputs: StepInputs | None = None) -> dict[str, Any]:
         """Reward the RM ``label`` for the DPO step on ``prompt_indices`` and update the policy.
 
         Returns a dict to log: ``arm``, ``rm``, ``raw_reward``, ``normalized_reward``, ``policy_reward``
@@ -609,7 +373,7 @@ class RMSelector(RoutingSelector):
         """
         b = self._require_batch()
         idx = self._check_group(label, prompt_indices)
-        extra = {} if extra is None else extra
+        inputs = StepInputs() if inputs is None else inputs
         n_pairs = len(np.asarray(result.losses).reshape(-1))
         if n_pairs == 0:
             raise ValueError("the step had no pairs: skip feedback (and the DPO step) for a group with no "
@@ -620,8 +384,8 @@ class RMSelector(RoutingSelector):
         if self.granularity == "batch":
             units = [(idx, None)]
         else:
-            units, skipped = self._instance_units(idx, extra, n_pairs)
-        raws, units, unrewarded = self._rewards(label, idx, units, result, extra)
+            units, skipped = self._instance_units(idx, inputs, n_pairs)
+        raws, units, unrewarded = self._rewards(label, idx, units, result, inputs)
         skipped = sorted(skipped + unrewarded)
         tasks, contexts = self._unit_scope_inputs(units)
         normed, keys = self.normalization.step(raws, tasks=tasks, contexts=contexts)
@@ -646,8 +410,8 @@ class RMSelector(RoutingSelector):
 
     Unit = tuple[list[int], NDArray[np.int64] | None]
 
-    def _rewards(self, label: str, idx: list[int], units: list[Unit], result: StepResult,
-                 extra: Mapping[str, Any]) -> tuple[list[float], list[Unit], list[int]]:
+    def _rewards(self, label: str, idx: list[int], units: list[Unit], result: StepLosses,
+                 inputs: StepInputs) -> tuple[list[float], list[Unit], list[int]]:
         """Raw rewards of the units that have a reward signal; the prompts of those that have none."""
         b = self._require_batch()
         raws: list[float] = []
@@ -655,33 +419,33 @@ class RMSelector(RoutingSelector):
         skipped: list[int] = []
         last_error: Exception | None = None
         for ps, pi in units:
-            inputs = RewardInputs(result=result, rm=label, rm_names=self.rm_names, prompt_indices=ps,
-                                  pair_index=pi, rm_scores=b.seen_scores, extra=extra)
+            unit = RewardInputs(result=result, rm=label, rm_names=self.rm_names, prompt_indices=ps,
+                                  pair_index=pi, rm_scores=b.seen_scores, step=inputs)
             try:
-                raw = self.reward_fn(inputs)
+                raw = self.reward_fn(unit)
             except NoRewardSignal as exc:
                 if self.granularity == "batch":
                     raise
                 skipped.append(ps[0])
                 last_error = exc
                 continue
-            raws.append(float(_as_float_array(raw, f"reward {self.reward_name!r}")))
+            raws.append(float(as_float_array(raw, f"reward {self.reward_name!r}")))
             rewarded.append((ps, pi))
         if not rewarded:
             raise NoRewardSignal(f"no prompt of group {label!r} {idx} could be rewarded: {last_error}")
         return raws, rewarded, skipped
 
-    def _instance_units(self, idx: list[int], extra: Mapping[str, Any],
+    def _instance_units(self, idx: list[int], inputs: StepInputs,
                         n_pairs: int) -> tuple[list[tuple[list[int], NDArray[np.int64] | None]], list[int]]:
-        if "pair_prompt" not in extra:
-            raise ValueError("instance granularity needs extra['pair_prompt']: for each pair of the step, "
+        if inputs.pair_prompt is None:
+            raise ValueError("instance granularity needs inputs.pair_prompt: for each pair of the step, "
                              "the index of its prompt in the batch")
-        pp = np.asarray(extra["pair_prompt"], dtype=np.int64).reshape(-1)
+        pp = np.asarray(inputs.pair_prompt, dtype=np.int64).reshape(-1)
         if len(pp) != n_pairs:
-            raise ValueError(f"extra['pair_prompt'] has {len(pp)} entries but the step has {n_pairs} pairs")
+            raise ValueError(f"inputs.pair_prompt has {len(pp)} entries but the step has {n_pairs} pairs")
         stray = sorted(set(pp.tolist()) - set(idx))
         if stray:
-            raise ValueError(f"extra['pair_prompt'] names prompts {stray} outside this group {idx}")
+            raise ValueError(f"inputs.pair_prompt names prompts {stray} outside this group {idx}")
         units: list[tuple[list[int], NDArray[np.int64] | None]] = []
         skipped: list[int] = []
         for p in idx:
@@ -715,8 +479,7 @@ class RMSelector(RoutingSelector):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned (the selector must be built with the same RMs)."""
         self._load_base_state(state)
-        self.reward_name = state["reward"]
-        self.reward_fn = get_reward(self.reward_name)
+        self._set_reward(state["reward"])
         self.scope = check_choice("scope", state["scope"], SCOPES)
         self.probe_size = int(state["probe_size"])
         self.reward_baseline = float(state["reward_baseline"])
@@ -724,40 +487,3 @@ class RMSelector(RoutingSelector):
         self.normalization.load_state_dict(state["normalization"])
 
 
-# --------------------------------------------------------------------------- diagnostics
-def counterfactual_results(prompt_samples: Sequence[tuple[str, Sequence[str]]],
-                           scores_by_rm: Mapping[str, Sequence[Any]],
-                           step_evaluate: Callable[[list[Mapping[str, Any]]], StepResult],
-                           max_pairs: int) -> dict[str, StepResult | None]:
-    """For each RM, the ``StepResult`` its pairs for the batch give at the current policy (no step taken);
-    ``None`` for an RM whose scores formed no pair. ``scores_by_rm[rm][i]`` scores ``prompt_samples[i]``'s
-    responses; ``step_evaluate`` is e.g. ``DPOStep.evaluate``."""
-    out: dict[str, StepResult | None] = {}
-    for rm, per_prompt in scores_by_rm.items():
-        if len(per_prompt) != len(prompt_samples):
-            raise ValueError(f"RM {rm!r} has scores for {len(per_prompt)} prompts but there are "
-                             f"{len(prompt_samples)}")
-        pairs: list[Mapping[str, Any]] = []
-        for (prompt, responses), s in zip(prompt_samples, per_prompt, strict=True):
-            s_arr = _as_float_array(s, f"scores of {rm!r}")
-            pairs.extend(make_pairs(prompt, responses, s_arr, max_pairs).pairs)
-        out[rm] = step_evaluate(pairs) if pairs else None
-    return out
-
-
-def counterfactual_losses(prompt_samples: Sequence[tuple[str, Sequence[str]]],
-                          scores_by_rm: Mapping[str, Sequence[Any]],
-                          step_evaluate: Callable[[list[Mapping[str, Any]]], StepResult],
-                          max_pairs: int) -> dict[str, float]:
-    """For each RM, the mean loss its pairs for the batch would give at the current policy, without
-    stepping (NaN when its scores form no pair): whether the bandit's reward tracks RM quality.
-
-    >>> from types import SimpleNamespace
-    >>> evaluate = lambda pairs: SimpleNamespace(loss=float(len(pairs)))  # stands in for DPOStep.evaluate
-    >>> samples = [("1+1=", ["2", "3", "11"])]
-    >>> scores = {"a": [[1.0, 0.0, 0.5]], "b": [[1.0, 1.0, 1.0]]}
-    >>> counterfactual_losses(samples, scores, evaluate, max_pairs=1)
-    {'a': 1.0, 'b': nan}
-    """
-    res = counterfactual_results(prompt_samples, scores_by_rm, step_evaluate, max_pairs)
-    return {rm: float("nan") if r is None else float(r.loss) for rm, r in res.items()}

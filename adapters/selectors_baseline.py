@@ -1,4 +1,4 @@
-"""Baseline RM selectors with the same interface as LASeR's, and ``make_selector`` to build any by name.
+"""Baseline RM selectors with the same interface as LASeR's (``laser_adapters.methods`` builds any by name).
 
 Single-RM baselines (fixed, random, sequential) route each prompt to one RM; ensembles need every RM's
 scores and combine them per prompt. Their ``feedback`` learns nothing and returns a small log dict.
@@ -12,20 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .checks import FloatArray, check_choice, check_rm_names
 from .pairs import PairResult, make_pairs
-from .selector import (
-    FloatArray,
-    RMSelector,
-    RoutingSelector,
-    check_choice,
-    check_rm_names,
-)
+from .selector import RoutingSelector
 
 if TYPE_CHECKING:
-    from banditkit.base import BasePolicy
-
-    from .dpo import StepResult
-    from .encoders import ContextEncoder
+    from .bandit_rewards import StepInputs, StepLosses
 
 
 def _log(sel: RoutingSelector | EnsembleSelector, label: str, idx: list[int]) -> dict[str, Any]:
@@ -49,8 +41,8 @@ class FixedSelector(RoutingSelector):
     def _route(self, prompts: list[str], tasks: list[str] | None) -> list[str]:
         return [self.rm] * len(prompts)
 
-    def feedback(self, label: str, prompt_indices: list[int], result: StepResult,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def feedback(self, label: str, prompt_indices: list[int], result: StepLosses,
+                 inputs: StepInputs | None = None) -> dict[str, Any]:
         """No learning; returns ``{"selector", "rm", "n_prompts", "iteration"}``."""
         return _log(self, label, self._check_group(label, prompt_indices))
 
@@ -81,8 +73,8 @@ class RandomSelector(RoutingSelector):
             return [self.rm_names[int(self._rng.integers(k))]] * len(prompts)
         return [self.rm_names[int(a)] for a in self._rng.integers(k, size=len(prompts))]
 
-    def feedback(self, label: str, prompt_indices: list[int], result: StepResult,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def feedback(self, label: str, prompt_indices: list[int], result: StepLosses,
+                 inputs: StepInputs | None = None) -> dict[str, Any]:
         """No learning; returns ``{"selector", "rm", "n_prompts", "iteration"}``."""
         return _log(self, label, self._check_group(label, prompt_indices))
 
@@ -115,8 +107,8 @@ class SequentialSelector(RoutingSelector):
     def _route(self, prompts: list[str], tasks: list[str] | None) -> list[str]:
         return [self.current] * len(prompts)
 
-    def feedback(self, label: str, prompt_indices: list[int], result: StepResult,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def feedback(self, label: str, prompt_indices: list[int], result: StepLosses,
+                 inputs: StepInputs | None = None) -> dict[str, Any]:
         """No learning; returns ``{"selector", "rm", "n_prompts", "iteration"}``."""
         return _log(self, label, self._check_group(label, prompt_indices))
 
@@ -154,8 +146,8 @@ class OracleSelector(RoutingSelector):
             raise ValueError(f"the oracle has no RM for task(s) {', '.join(missing)}; add them to rm_for_task")
         return [self.rm_for_task[t] for t in tasks]
 
-    def feedback(self, label: str, prompt_indices: list[int], result: StepResult,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def feedback(self, label: str, prompt_indices: list[int], result: StepLosses,
+                 inputs: StepInputs | None = None) -> dict[str, Any]:
         """No learning; returns ``{"selector", "rm", "n_prompts", "iteration"}``."""
         return _log(self, label, self._check_group(label, prompt_indices))
 
@@ -189,6 +181,7 @@ class EnsembleSelector:
     """Base of the ensembles: every prompt needs every RM's scores; one DPO step per batch."""
 
     granularity = "batch"
+    needs: frozenset[str] = frozenset()  # learns nothing, so reads nothing
 
     def __init__(self, rm_names: Sequence[str], *, name: str) -> None:
         self.rm_names = check_rm_names(rm_names)
@@ -244,8 +237,8 @@ class EnsembleSelector:
             raise ValueError("choices do not match the last choose call: pass what choose returned")
         return [(self.name, list(range(self._n)))]
 
-    def feedback(self, label: str, prompt_indices: list[int], result: StepResult,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def feedback(self, label: str, prompt_indices: list[int], result: StepLosses,
+                 inputs: StepInputs | None = None) -> dict[str, Any]:
         """No learning; returns ``{"selector", "rm", "n_prompts", "iteration"}``."""
         return _log(self, label, [self._check_index(i) for i in prompt_indices])
 
@@ -326,10 +319,10 @@ class AgreementEnsembleSelector(EnsembleSelector):
         self.dropped_disagreements += dropped
         return dataclasses.replace(cand, pairs=kept)
 
-    def feedback(self, label: str, prompt_indices: list[int], result: StepResult,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def feedback(self, label: str, prompt_indices: list[int], result: StepLosses,
+                 inputs: StepInputs | None = None) -> dict[str, Any]:
         """No learning; the log adds ``dropped_disagreements`` for the group's prompts."""
-        log = super().feedback(label, prompt_indices, result, extra)
+        log = super().feedback(label, prompt_indices, result, inputs)
         log["dropped_disagreements"] = sum(self._dropped.get(int(i), 0) for i in prompt_indices)
         return log
 
@@ -349,87 +342,3 @@ def _response_index(responses: Sequence[str], scores: FloatArray, text: str, sco
     if score is None or len(hits) == 1:
         return hits[0]
     return min(hits, key=lambda i: abs(float(scores[i]) - float(score)))
-
-
-# --------------------------------------------------------------------------- factory
-_SELECTOR_KW = ("encoder", "normalizer", "granularity", "reward", "scope", "n_clusters", "probe_size", "seed",
-                "cluster_warmup", "reward_baseline", "rm_for_task")
-
-# name -> (module, class, contextual, hyperparameters it takes)
-_BANDITS: dict[str, tuple[str, str, bool, tuple[str, ...]]] = {
-    "linucb": ("banditkit.policies.linucb", "LinUCB", True, ("alpha", "ridge", "gamma", "dtype")),
-    "lints": ("banditkit.policies.lin_ts", "LinearThompsonSampling", True, ("v", "ridge")),
-    "thompson": ("banditkit.policies.thompson", "ThompsonSampling", False, ("likelihood",)),
-    "exp3": ("banditkit.policies.exp3", "EXP3", False, ("gamma",)),
-    "egreedy": ("banditkit.policies.epsilon_greedy", "EpsilonGreedy", False, ("epsilon", "decay")),
-    "ucb1": ("banditkit.policies.ucb1", "UCB1", False, ("c",)),
-}
-
-SELECTOR_NAMES = (*_BANDITS, "random", "fixed:NAME", "sequential", "ensemble-score", "ensemble-agree", "oracle")
-"""Names ``make_selector`` accepts (``fixed:NAME`` with an RM name)."""
-
-
-def _bandit_policy(name: str, n_arms: int, encoder: ContextEncoder | None, seed: int,
-                   hyper: dict[str, Any]) -> BasePolicy:
-    import importlib
-
-    module, cls_name, contextual, _ = _BANDITS[name]
-    cls = getattr(importlib.import_module(module), cls_name)
-    if name == "thompson":
-        hyper.setdefault("likelihood", "bernoulli")  # on normalized rewards in [0, 1]
-    if contextual:
-        if encoder is None:
-            raise ValueError(f"policy {name!r} is contextual: pass encoder=... (a ContextEncoder)")
-        policy: BasePolicy = cls(n_arms, encoder.dim, seed=seed, **hyper)
-    else:
-        policy = cls(n_arms, seed=seed, **hyper)
-    return policy
-
-
-def make_selector(name: str, rm_names: Sequence[str],
-                  **kw: Any) -> RMSelector | RoutingSelector | EnsembleSelector:
-    """Build the selector called ``name`` (see ``SELECTOR_NAMES``) over ``rm_names``.
-
-    Bandit names build an :class:`~laser_adapters.selector.RMSelector` around the banditkit policy;
-    keyword arguments are the selector's (``encoder``, ``normalizer``, ``granularity``, ``reward``,
-    ``scope``, ``n_clusters``, ``probe_size``, ``seed``, ``cluster_warmup``, ``reward_baseline``; those
-    that do not apply to a baseline are ignored) and the policy's hyperparameters (``alpha``, ``ridge``,
-    ``gamma``, ``dtype`` for linucb; ``v``, ``ridge`` for lints; ``likelihood`` for thompson; ``gamma``
-    for exp3; ``epsilon``, ``decay`` for egreedy; ``c`` for ucb1). Context-free policies ignore the
-    contexts.
-
-    >>> make_selector("fixed:rm-b", ["rm-a", "rm-b"]).choose(["p"])
-    [('rm-b',)]
-    >>> make_selector("greedy", ["rm-a"])  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: unknown selector 'greedy'; valid names: linucb, lints, thompson, exp3, egreedy, ucb1, ...
-    """
-    names = check_rm_names(rm_names)
-    if not isinstance(name, str):
-        raise TypeError(f"selector name must be a string, got {type(name).__name__}")
-    if name not in SELECTOR_NAMES and not name.startswith("fixed:"):
-        raise ValueError(f"unknown selector {name!r}; valid names: {', '.join(SELECTOR_NAMES)}")
-    hyper_ok = _BANDITS[name][3] if name in _BANDITS else ()
-    bad = [k for k in kw if k not in _SELECTOR_KW and k not in hyper_ok]
-    if bad:
-        takes = ", ".join((*_SELECTOR_KW, *hyper_ok))
-        raise TypeError(f"selector {name!r} does not take {', '.join(bad)}; it takes: {takes}")
-    seed = int(kw.get("seed", 0))
-    if name in _BANDITS:
-        hyper = {k: kw[k] for k in hyper_ok if k in kw}
-        encoder = kw.get("encoder")
-        policy = _bandit_policy(name, len(names), encoder, seed, hyper)
-        sel_kw = {k: kw[k] for k in _SELECTOR_KW if k in kw and k not in ("encoder", "rm_for_task")}
-        return RMSelector(policy, encoder, names, name=name, **sel_kw)
-    if name.startswith("fixed:"):
-        return FixedSelector(names, name.split(":", 1)[1], name=name)
-    if name == "random":
-        return RandomSelector(names, seed, granularity=kw.get("granularity", "batch"))
-    if name == "sequential":
-        return SequentialSelector(names)
-    if name == "oracle":
-        return OracleSelector(names, kw.get("rm_for_task") or {})
-    if name == "ensemble-score":
-        return ScoreEnsembleSelector(names)
-    return AgreementEnsembleSelector(names)

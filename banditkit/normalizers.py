@@ -18,7 +18,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import ArrayLike
 
-from banditkit._validation import (
+from banditkit.base import STATE_VERSION, BasePolicy, Policy, policy_class
+from banditkit.validation import (
     FloatArray,
     IntArray,
     check_batch,
@@ -26,7 +27,6 @@ from banditkit._validation import (
     check_real,
     check_reward,
 )
-from banditkit.base import STATE_VERSION, BasePolicy, Policy, policy_class
 
 __all__ = [
     "BaseNormalizer",
@@ -389,7 +389,7 @@ class ZScoreNormalizer(BaseNormalizer):
         self._count, self._mean, self._m2 = count, mean, m2
 
 
-class Normalized(BasePolicy):
+class Normalized(BasePolicy, register=True):
     """Wrap ``policy`` so that ``update``/``update_batch`` normalize rewards first; everything else delegates.
 
     The normalizer's history only changes once the wrapped policy has accepted the feedback, so a
@@ -461,6 +461,10 @@ class Normalized(BasePolicy):
     def probabilities(self, context: ArrayLike | None = None) -> FloatArray:
         return self._policy.probabilities(context)
 
+    def arm_scores(self, context: ArrayLike | None = None) -> FloatArray:
+        """The wrapped policy's ``arm_scores`` (learned from normalized rewards)."""
+        return self._policy.arm_scores(context)
+
     def update(self, arm: int, reward: float, context: ArrayLike | None = None) -> None:
         """Normalize ``reward`` against the history, update the wrapped policy, then record ``reward``."""
         r = check_reward(reward)
@@ -488,7 +492,7 @@ class Normalized(BasePolicy):
     def state_dict(self) -> dict[str, Any]:
         """The wrapped policy's state dict and the normalizer's, nested."""
         return {
-            "policy": type(self).__name__,
+            "policy": self._state_name(),
             "version": STATE_VERSION,
             "n_arms": self.n_arms,
             "hyperparams": {},
@@ -497,18 +501,14 @@ class Normalized(BasePolicy):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        name = state.get("policy")
-        if name != type(self).__name__:
-            raise ValueError(f"state is for policy {name!r}, not {type(self).__name__!r}")
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"unsupported state version {state.get('version')!r}; expected {STATE_VERSION}")
+        self._check_state_header(state)
         self._policy.load_state_dict(state["inner"])
         self._normalizer.load_state_dict(state["normalizer"])
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> BasePolicy:
         """Rebuild the wrapped policy and the normalizer from their nested states."""
-        if state.get("policy") != cls.__name__:
+        if not cls._names_self(state.get("policy")):
             raise ValueError(f"state is for policy {state.get('policy')!r}, not {cls.__name__!r}")
         inner_state = state["inner"]
         inner = policy_class(inner_state["policy"]).from_state_dict(inner_state)
@@ -525,6 +525,9 @@ class Normalized(BasePolicy):
 
     def _probabilities(self, context: FloatArray | None) -> FloatArray:
         return self._policy.probabilities(context)
+
+    def _arm_scores(self, context: FloatArray | None) -> FloatArray:
+        return self._policy.arm_scores(context)
 
     def _update(self, arm: int, reward: float, context: FloatArray | None) -> None:
         self.update(arm, reward, context)

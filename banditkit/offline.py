@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import ArrayLike
 
-from banditkit._validation import FloatArray, IntArray
 from banditkit.base import Policy
+from banditkit.validation import FloatArray, IntArray
 
 __all__ = ["LoggedData", "OfflineEstimate", "evaluate_offline"]
 

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from banditkit._validation import FloatArray, IntArray, check_positive_int
 from banditkit.base import Policy
 from banditkit.envs.base import Environment, Seed
 from banditkit.offline import LoggedData
+from banditkit.validation import FloatArray, IntArray, check_positive_int
 
 __all__ = ["SimulationResult", "simulate"]
 

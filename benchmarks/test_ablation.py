@@ -46,8 +46,8 @@ ENVS: dict[str, Callable[[int], BaseEnvironment]] = {
 PolicyFactory = Callable[[int], Policy]
 POLICIES: dict[str, PolicyFactory] = {
     "LinUCB(alpha=0.3)": lambda s: LinUCB(K, DIM, alpha=0.3, seed=s),
-    "LinUCB(alpha=0.3, gamma=0.99)": lambda s: LinUCB(K, DIM, alpha=0.3, gamma=0.99, seed=s),
-    "LinUCB(alpha=0.3, gamma=0.95)": lambda s: LinUCB(K, DIM, alpha=0.3, gamma=0.95, seed=s),
+    "LinUCB(alpha=0.3, discount=0.99)": lambda s: LinUCB(K, DIM, alpha=0.3, discount=0.99, seed=s),
+    "LinUCB(alpha=0.3, discount=0.95)": lambda s: LinUCB(K, DIM, alpha=0.3, discount=0.95, seed=s),
     "LinTS(v=0.1)": lambda s: LinearThompsonSampling(K, DIM, v=0.1, seed=s),
     "EpsilonGreedy(0.1)": lambda s: EpsilonGreedy(K, epsilon=0.1, seed=s),
     "EXP3(0.1)+quantile": lambda s: Normalized(EXP3(K, gamma=0.1, seed=s), QuantileNormalizer()),

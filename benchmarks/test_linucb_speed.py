@@ -11,7 +11,7 @@ table is printed at the end. Cases (K = 4 arms throughout):
   BLAS threads (the targets: 100 ms and 50 ms) and, for comparison, one thread.
 - ``batch``: ``select_batch`` over 4096 contexts at d = 384 after 2,000 updates, default BLAS threads and
   one thread. Target: 100,000 contexts/s. A float64 policy screens the contexts in float32 and rescores
-  near ties as ``select`` does (see ``banditkit/policies/linucb.py``);
+  near ties as ``select`` does (see ``banditkit/policies/_screening.py``);
   ``test_batch_choices_equal_repeated_select`` checks that the choices equal repeated ``select`` and
   the plain float64 batch path. The screen's per-arm bounds are cached until the arm's next update, so
   the repeated calls reuse them; ``batch-after-updates`` updates every arm before each call.

@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from laser_adapters.dpo import DPOLoss, DPOStep, StepResult
 from laser_adapters.encoders import PolicyHiddenStateEncoder, PrefillCapture, contexts_from_states
 from laser_adapters.generation import sample_responses
-from laser_adapters.selectors_baseline import make_selector
+from laser_adapters.methods import make_selector
 from laser_adapters.testing import tiny_causal_lm
 
 MAX_SHARE = 0.02
@@ -83,7 +83,7 @@ def test_bandit_share_of_a_step(benchmark: Any, policy: tuple[Any, Any]) -> None
             result = StepResult(loss=float(losses.mean()), losses=losses, dpo_losses=zeros, nll_losses=losses,
                                 chosen_rewards=zeros, rejected_rewards=zeros, dpo_loss=0.0,
                                 nll_loss=float(losses.mean()))
-            selector.feedback(label, idx, result, {})
+            selector.feedback(label, idx, result)
 
     for _ in range(20):  # a history for the quantile normalizer, as mid-run
         bandit()

@@ -12,36 +12,42 @@ online feedback); ``auto`` (the default) takes ``heldout`` when every prompt has
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from laser_app.config import LEARNING_POLICIES, RunConfig
+from laser_adapters.bandit_rewards import AnswerLosses, StepInputs
+from laser_adapters.dpo import response_nll
+from laser_adapters.encoders import PrefillCapture
+from laser_adapters.generation import cut_at_stop, sample_responses
+from laser_adapters.methods import get_method
+from laser_app.batching import derive_seed
+from laser_app.config import RunConfig
 from laser_app.data import ExampleLike, task_of
 from laser_app.errors import LaserError
+from laser_app.evaluation import token_f1
+from laser_app.events import BON_PARTS
+from laser_app.loop import Setup, prepare
+from laser_app.policy import torch_threads
+from laser_app.progress import stderr_console, step_bar
+from laser_app.report import summarize_bon
+from laser_app.rms import score_responses
 from laser_app.run_dir import RunDir, default_out
+from laser_app.selection import TimedEncoder, choose_rms, selector_for
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from rich.console import Console
 
     from laser_adapters.selector import Selector
-    from laser_app.loop import Setup, TimedEncoder
 
 #: Bandit rewards ``laser bon`` accepts (the others need a training step).
 BON_REWARDS = ("nll", "heldout")
-#: The share of the stream (its end) over which RM choice shares, in-domain share and lock-in are read.
-TAIL_SHARE = 0.5
-#: A task whose tail choices give one wrong RM at least this share is locked in.
-LOCK_IN_SHARE = 0.8
-_TOKEN = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
@@ -50,22 +56,6 @@ class BonSummary:
 
     run_dir: Path
     metrics: dict[str, Any]
-
-
-def token_f1(prediction: str, reference: str) -> float:
-    """SQuAD-style token F1 between two strings (lower-cased word tokens; 1.0 when both are empty).
-
-    >>> token_f1("the cat sat", "The cat"), token_f1("", ""), token_f1("dog", "cat")
-    (0.8, 1.0, 0.0)
-    """
-    pred, ref = _TOKEN.findall(prediction.lower()), _TOKEN.findall(reference.lower())
-    if not pred or not ref:
-        return float(pred == ref)
-    common = sum((Counter(pred) & Counter(ref)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
 
 
 def _check_reward(reward: str, *, allowed: Sequence[str]) -> None:
@@ -81,7 +71,7 @@ def bon_config(config: RunConfig, rows: Sequence[ExampleLike]) -> RunConfig:
     if reward == "auto":
         reward = "heldout" if rows and all(ex.answer is not None for ex in rows) else "nll"
     _check_reward(reward, allowed=BON_REWARDS)
-    granularity = "instance" if config.policy in (*LEARNING_POLICIES, "random") else "batch"
+    granularity = "instance" if get_method(config.policy).learns or config.policy == "random" else "batch"
     return config.model_copy(update={"mab_reward": reward, "granularity": granularity})
 
 
@@ -90,11 +80,9 @@ def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None
 
     The prompts are the built-in test split (or ``--data``, whose rows need an ``answer`` for accuracy).
     """
-    from laser_app.loop import _progress_bar, _stderr_console, prepare, selector_for
-
     t_start = time.perf_counter()
     _check_reward(config.mab_reward, allowed=(*BON_REWARDS, "auto"))  # before anything loads
-    console = console or _stderr_console()
+    console = console or stderr_console()
     setup = prepare(config.model_copy(update={"mab_reward": "nll"}), progress=progress, console=console)
     rows: list[ExampleLike] = list(setup.train if config.data is not None else setup.evaluation["test"])
     if config.mab_reward == "heldout" and any(ex.answer is None for ex in rows):
@@ -102,7 +90,8 @@ def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None
     given, config = config, bon_config(config, rows)
     order = np.random.default_rng(np.random.SeedSequence([config.seed, 3])).permutation(len(rows))
     rows = [rows[i] for i in order]
-    selector, encoder, reuse_states = selector_for(config, setup)
+    selector, encoder, reuse_states = selector_for(config, model=setup.model, tokenizer=setup.tokenizer,
+                                                 rm_names=setup.rm_names, rm_for_task=setup.rm_for_task)
 
     run = RunDir.create(config.out or default_out(f"bon-{config.policy}"), overwrite=config.overwrite)
     try:
@@ -110,7 +99,7 @@ def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None
             **setup.resolved, "mode": "best-of-n", "prompts": len(rows), "mab_reward": config.mab_reward,
             "granularity": config.granularity})
         batches = [rows[i:i + config.batch_size] for i in range(0, len(rows), config.batch_size)]
-        with _progress_bar(console, len(batches), enabled=progress) as bar:
+        with torch_threads(setup.threads), step_bar(console, len(batches), enabled=progress) as bar:
             bar.describe("best-of-n")
             for b, batch in enumerate(batches):
                 event = _bon_batch(b, batch, config, setup, selector, encoder, reuse_states)
@@ -131,14 +120,9 @@ def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None
 def _bon_batch(b: int, batch: Sequence[ExampleLike], config: RunConfig, setup: Setup, selector: Selector,
                encoder: TimedEncoder | None, reuse_states: bool) -> dict[str, Any]:
     """One batch of best-of-n: sample, route, score, pick, check, give feedback; returns its event."""
-    from laser_adapters.dpo import StepResult, response_nll
-    from laser_adapters.encoders import PrefillCapture
-    from laser_adapters.generation import cut_at_stop, sample_responses
-    from laser_app.loop import choose_rms, derive_seed, score_responses
-
     prompts = [ex.prompt for ex in batch]
     tasks = [task_of(ex) for ex in batch]
-    secs = dict.fromkeys(("encode", "select", "generate", "score", "feedback"), 0.0)
+    secs = dict.fromkeys(BON_PARTS, 0.0)
     t0 = time.perf_counter()
     with PrefillCapture(setup.model) if reuse_states else nullcontext() as capture:
         samples = sample_responses(setup.model, setup.tokenizer, prompts, n=config.n_responses,
@@ -168,16 +152,13 @@ def _bon_batch(b: int, batch: Sequence[ExampleLike], config: RunConfig, setup: S
     t0 = time.perf_counter()
     nlls = response_nll(setup.model, setup.tokenizer, prompts, best, max_length=config.max_length)
     feedback = []
+    labelled = all(c is not None for c in sample_correct)
     for label, idx in selector.groups(choices):
-        values = nlls[idx]
-        zeros = np.zeros(len(idx))
-        result = StepResult(loss=float(values.mean()), losses=values, dpo_losses=zeros, nll_losses=values,
-                            chosen_rewards=zeros, rejected_rewards=zeros, dpo_loss=0.0,
-                            nll_loss=float(values.mean()))
-        extra: dict[str, Any] = {"pair_prompt": list(idx), "scores": {i: dict(scores[i]) for i in idx}}
-        if all(c is not None for c in sample_correct):
-            extra["correct"] = sample_correct
-        feedback.append(selector.feedback(label, list(idx), result, extra))
+        # no training step: the "pairs" are the chosen answers, one per prompt, and their loss is the NLL
+        inputs = StepInputs(pair_prompt=list(idx),
+                            scores={i: dict(scores[i]) for i in idx} if "scores" in selector.needs else None,
+                            correct=sample_correct if labelled and "correct" in selector.needs else None)
+        feedback.append(selector.feedback(label, list(idx), AnswerLosses(nlls[idx]), inputs))
     secs["feedback"] = time.perf_counter() - t0
 
     routed = [c[0] for c in choices]  # ensembles need every RM: they are logged under their own name
@@ -187,75 +168,3 @@ def _bon_batch(b: int, batch: Sequence[ExampleLike], config: RunConfig, setup: S
             "correct": correct, "f1": f1, "sample_accuracy": samples_right, "nll": nlls.tolist(),
             "mean_nll": float(nlls.mean()), "answers": best, "feedback": feedback,
             "seconds": {k: round(v, 6) for k, v in secs.items()}}
-
-
-def _mean(values: Sequence[float | bool | None]) -> float | None:
-    kept = [float(v) for v in values if v is not None]
-    return float(np.mean(kept)) if kept else None
-
-
-def summarize_bon(events: Sequence[Mapping[str, Any]], *, rm_names: Sequence[str],
-                  rm_for_task: Mapping[str, str] | None, policy: str, n_responses: int,
-                  seconds: float) -> dict[str, Any]:
-    """The ``metrics.json`` of a best-of-n run: accuracy and F1 per task, the samples' own accuracy (a
-    random pick), RM choice shares over the stream's last half, in-domain share and lock-in, timings.
-
-    >>> ev = [{"tasks": ["math"] * 4, "rms": ["rm-b", "rm-a", "rm-a", "rm-a"], "correct": [False, True] * 2,
-    ...        "f1": [0.0, 1.0] * 2, "sample_accuracy": [0.5] * 4, "seconds": {"select": 0.001, "generate": 0.1}}]
-    >>> m = summarize_bon(ev, rm_names=["rm-a", "rm-b"], rm_for_task={"math": "rm-a"}, policy="linucb",
-    ...                   n_responses=4, seconds=1.0)
-    >>> m["accuracy"]["math"], m["in_domain_share"]["per_task"]["math"]  # shares: the last half only
-    (0.5, 1.0)
-    """
-    flat = [(t, rm, c, f, s) for e in events for t, rm, c, f, s in zip(
-        e["tasks"], e["rms"], e["correct"], e["f1"], e["sample_accuracy"], strict=True)]
-    tasks = sorted({t for t, *_ in flat})
-    accuracy = {t: _mean([c for tt, _, c, _, _ in flat if tt == t]) for t in tasks}
-    f1 = {t: _mean([f for tt, _, _, f, _ in flat if tt == t]) for t in tasks}
-    sampled = {t: _mean([s for tt, _, _, _, s in flat if tt == t]) for t in tasks}
-    for table in (accuracy, f1, sampled):
-        table["mean"] = _mean([table[t] for t in tasks])
-    tail = flat[int(len(flat) * (1 - TAIL_SHARE)):]
-    shares: dict[str, dict[str, float]] = {}
-    for t in tasks:
-        routed = Counter(rm for tt, rm, *_ in tail if tt == t)
-        total = sum(routed.values())
-        shares[t] = {rm: n / total for rm, n in sorted(routed.items())} if total else {}
-    in_domain = lock_in = None
-    if rm_for_task and all(rm in rm_names for s in shares.values() for rm in s):
-        per_task = {t: shares[t].get(rm_for_task[t], 0.0) for t in tasks if t in rm_for_task}
-        in_domain = {"per_task": per_task, "mean": _mean(list(per_task.values()))}
-        locked = sorted(t for t in per_task if any(rm != rm_for_task[t] and s >= LOCK_IN_SHARE
-                                                  for rm, s in shares[t].items()))
-        lock_in = {"locked": locked, "threshold": LOCK_IN_SHARE}
-    secs = {k: float(sum(e.get("seconds", {}).get(k, 0.0) for e in events))
-            for k in ("encode", "select", "generate", "score", "feedback")}
-    per_prompt = sum(secs.values())
-    return {"mode": "best-of-n", "policy": policy, "rms": list(rm_names), "n_responses": n_responses,
-            "prompts": len(flat), "tasks": tasks, "accuracy": accuracy, "f1": f1, "sample_accuracy": sampled,
-            "choice_share_tail": shares, "in_domain_share": in_domain, "lock_in": lock_in,
-            "timings": {"total": round(seconds, 3), **{k: round(v, 3) for k, v in secs.items()},
-                        "bandit_share": (secs["encode"] + secs["select"]) / per_prompt if per_prompt else None}}
-
-
-def render_bon(metrics: Mapping[str, Any], console: Console) -> None:
-    """Print a best-of-n run's summary: accuracy, F1 and the samples' accuracy per task; RM shares."""
-    from rich.table import Table
-
-    table = Table(title=f"best-of-{metrics['n_responses']} with {metrics['policy']}")
-    for col in ("task", "accuracy", "token F1", "a random sample", "in-domain RM (last half)"):
-        table.add_column(col, justify="left" if col == "task" else "right")
-    in_domain = (metrics.get("in_domain_share") or {}).get("per_task", {})
-    for t in [*metrics["tasks"], "mean"]:
-        def pct(x: float | None) -> str:
-            return "-" if x is None else f"{100 * x:.1f}%"
-        share = in_domain.get(t) if t != "mean" else (metrics.get("in_domain_share") or {}).get("mean")
-        table.add_row(t, pct(metrics["accuracy"].get(t)), pct(metrics["f1"].get(t)),
-                      pct(metrics["sample_accuracy"].get(t)), pct(share))
-    console.print(table)
-    locked = (metrics.get("lock_in") or {}).get("locked")
-    if locked:
-        console.print(f"[yellow]locked onto a wrong RM:[/] {', '.join(locked)}")
-    share = metrics["timings"].get("bandit_share")
-    console.print(f"{metrics['prompts']} prompts in {metrics['timings']['total']:.1f} s; the bandit's share "
-                  f"of the per-prompt work: {'-' if share is None else f'{100 * share:.1f}%'}")

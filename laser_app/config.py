@@ -23,21 +23,15 @@ from typing import Any, Literal
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from laser_adapters.methods import FIXED_PREFIX, METHODS, get_method, methods_help
 from laser_app.errors import ConfigError
-
-#: Bandit policies that learn from the reward (``--policy``), plus the baselines below.
-LEARNING_POLICIES = ("linucb", "lints", "thompson", "exp3", "egreedy", "ucb1")
-#: Baselines that run through the same loop.
-BASELINE_POLICIES = ("random", "sequential", "ensemble-score", "ensemble-agree", "oracle")
-#: Every valid ``--policy`` value; ``fixed:NAME`` trains on one RM throughout.
-POLICY_NAMES = (*LEARNING_POLICIES, *BASELINE_POLICIES, "fixed:NAME")
+from laser_app.world.roles import OodKind
 
 Batching = Literal["homogeneous", "mixed"]
 Granularity = Literal["batch", "instance"]
 MabReward = Literal["dpo+nll", "dpo", "nll", "loss-decrease", "agreement", "heldout", "consistency"]
 Scope = Literal["global", "per-context"]
 NormalizerName = Literal["quantile", "minmax", "zscore"]
-OodKind = Literal["bias", "noise"]
 
 
 class RunConfig(BaseModel):
@@ -51,19 +45,20 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     # ---------------------------------------------------------------- selection
-    policy: str = Field("linucb", description=(
-        "RM selection method: a bandit policy (linucb, lints, thompson, exp3, egreedy, ucb1) or a baseline "
-        "(random, sequential, ensemble-score, ensemble-agree, fixed:NAME) or oracle (each task's own RM, "
-        "from rm_for_task: the upper bound)."))
+    policy: str = Field("linucb", description="RM selection method: " + methods_help() + ".")
     alpha: float = Field(0.1, ge=0, description=(
-        "Exploration scale of linucb/lints. Rewards lie in [0, 1]: alpha 1 makes choices nearly uniform, "
-        "0.1 discriminates between RMs."))
+        "Exploration scale of linucb/lints (lints: the posterior scale v). Rewards lie in [0, 1]: alpha 1 "
+        "makes choices nearly uniform, 0.1 discriminates between RMs."))
     ridge: float = Field(1.0, gt=0, description="Ridge regularizer (lambda) of linucb/lints.")
     discount: float = Field(1.0, gt=0, le=1, description=(
         "linucb forgetting factor per update (1 = none); below 1 tracks rewards that drift as the policy "
         "trains."))
     epsilon: float = Field(0.1, ge=0, le=1, description="Exploration probability of egreedy.")
-    exp3_gamma: float = Field(0.1, gt=0, le=1, description="Uniform-mixing rate gamma of exp3.")
+    epsilon_decay: float | None = Field(None, ge=0, description=(
+        "egreedy: epsilon at step t is epsilon / (1 + epsilon_decay * t); none = no decay."))
+    mixing: float = Field(0.1, gt=0, le=1, description=(
+        "exp3's uniform-mixing rate (gamma in Auer et al. 2002): the share of choices spread uniformly."))
+    ucb_c: float = Field(2.0, ge=0, description="ucb1's exploration constant c (the bound's width).")
     normalizer: NormalizerName = Field("quantile", description=(
         "Bandit reward normalizer: quantile (the paper: low/high percentiles of the history mapped to 0/1), "
         "minmax or zscore."))
@@ -205,12 +200,10 @@ class RunConfig(BaseModel):
     @field_validator("policy")
     @classmethod
     def _known_policy(cls, value: str) -> str:
-        if value.startswith("fixed:"):
-            if not value[len("fixed:"):].strip():
-                raise ValueError("fixed:NAME needs an RM name after the colon, e.g. fixed:rm-a")
-            return value
-        if value not in (*LEARNING_POLICIES, *BASELINE_POLICIES):
-            raise ValueError(f"unknown policy {value!r}; valid: {', '.join(POLICY_NAMES)}")
+        if value.startswith(FIXED_PREFIX):
+            get_method(value)  # an RM name must follow the prefix
+        elif value not in METHODS:
+            raise ValueError(f"unknown policy {value!r}; valid: {', '.join(METHODS)}")
         return value
 
     @field_validator("n_responses")
@@ -269,7 +262,7 @@ class RunConfig(BaseModel):
     @property
     def fixed_rm(self) -> str | None:
         """The RM name of a ``fixed:NAME`` policy, else None."""
-        return self.policy[len("fixed:"):] if self.policy.startswith("fixed:") else None
+        return self.policy[len(FIXED_PREFIX):] if self.policy.startswith(FIXED_PREFIX) else None
 
 
 def resolve_mab_reward(config: RunConfig, rows: Sequence[Any]) -> RunConfig:
@@ -354,6 +347,29 @@ def resolve_config(config_file: str | Path | None = None, overrides: Mapping[str
     return RunConfig.model_validate(values)
 
 
+def parse_value(raw: str) -> Any:
+    """A setting's value from text (``--set``, compare's ``method[key=value]``), read as YAML: ``3``, ``0.5``,
+    ``true``, ``null`` or a list such as ``[q_proj, v_proj]``; anything else stays the text as given.
+
+    >>> parse_value("0.5"), parse_value("dpo+nll"), parse_value("true"), parse_value("rm-a,rm-b")
+    (0.5, 'dpo+nll', True, 'rm-a,rm-b')
+    >>> parse_value("[q_proj, v_proj]"), parse_value("math=rm-a"), parse_value("{a: 1}")
+    (['q_proj', 'v_proj'], 'math=rm-a', '{a: 1}')
+    """
+    import yaml
+
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        return raw
+    scalar = (str, int, float, bool)
+    if value is None or isinstance(value, scalar):
+        return value
+    if isinstance(value, list) and all(isinstance(v, scalar) for v in value):
+        return value
+    return raw
+
+
 def flag_name(field: str) -> str:
     """The CLI flag of a config field: ``n_responses`` -> ``--n-responses``."""
     return "--" + field.replace("_", "-")
@@ -372,6 +388,25 @@ def format_validation_error(err: ValidationError) -> list[str]:
         suffix = f" (got {got!r})" if show_got else ""
         lines.append(f"{where}: {msg}{suffix}" if where else f"{msg}{suffix}")
     return lines
+
+
+#: The ``--help`` panel of each group of fields, keyed by the group's first field (in declaration order).
+SECTIONS = {"policy": "RM selection", "rms": "Reward models", "model": "Policy model and data",
+            "iterations": "Loop", "beta": "DPO", "diagnostics": "Run"}
+
+
+def section_of(field: str) -> str:
+    """The ``--help`` panel of a config field: the section it is declared in.
+
+    >>> section_of("alpha"), section_of("lora_r")
+    ('RM selection', 'DPO')
+    """
+    section = ""
+    for name in RunConfig.model_fields:
+        section = SECTIONS.get(name, section)
+        if name == field:
+            return section
+    raise ValueError(f"unknown config field {field!r}")
 
 
 def field_help(field: str) -> str:

@@ -10,6 +10,7 @@ task is the share of its last-iteration prompts routed to the RM built for it (`
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from laser_app.errors import RunDirError
+from laser_app.events import BON_PARTS, STEP_PARTS
 from laser_app.run_dir import RunDir
 
 if TYPE_CHECKING:
@@ -24,7 +26,9 @@ if TYPE_CHECKING:
 
 #: A domain is locked in when one wrong RM got at least this share of its last-iteration choices.
 LOCK_IN_SHARE = 0.8
-TIME_KEYS = ("encode", "select", "generate", "score", "train", "diagnostics")
+#: Best-of-n: the share of the stream (its end) over which RM choice shares, in-domain share and lock-in
+#: are read.
+TAIL_SHARE = 0.5
 
 
 def _shares(counts: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, float]]:
@@ -40,6 +44,12 @@ def _add_counts(into: dict[str, dict[str, int]], counts: Mapping[str, Mapping[st
         slot = into.setdefault(task, {})
         for rm, n in by_rm.items():
             slot[rm] = slot.get(rm, 0) + int(n)
+
+
+def _mean_of(values: Sequence[float | bool | None]) -> float | None:
+    """The mean of the values given (None skipped), or None when there are none."""
+    kept = [float(v) for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -91,7 +101,7 @@ def summarize_run(events: Sequence[Mapping[str, Any]], *,
         lock_in = {"per_task": locked, "locked": sorted(t for t, v in locked.items() if v),
                    "threshold": LOCK_IN_SHARE}
 
-    step_secs = {k: float(sum(e.get("seconds", {}).get(k, 0.0) for e in events)) for k in TIME_KEYS}
+    step_secs = {k: float(sum(e.get("seconds", {}).get(k, 0.0) for e in events)) for k in STEP_PARTS}
     step_total = sum(v for k, v in step_secs.items() if k != "diagnostics")
     n = len(events)
     bandit = step_secs["encode"] + step_secs["select"]
@@ -246,8 +256,6 @@ def report_run(path: str | Path, console: Console, *, partial: bool = False,
 def _report_bon(run: RunDir, state: str, metrics: Mapping[str, Any] | None, console: Console, *,
                 partial: bool) -> list[Path]:
     """Print a ``laser bon`` run's summary (rebuilt from its events when incomplete and ``partial``)."""
-    from laser_app.bon import render_bon, summarize_bon
-
     if state != "complete" or metrics is None:
         if not partial:
             raise RunDirError(f"run {run.path} is not complete (state: {state}); pass --partial to report "
@@ -263,3 +271,71 @@ def _report_bon(run: RunDir, state: str, metrics: Mapping[str, Any] | None, cons
                                 seconds=0.0)
     render_bon(metrics, console)
     return []
+
+
+# ----------------------------------------------------------------------------- best-of-n runs
+def summarize_bon(events: Sequence[Mapping[str, Any]], *, rm_names: Sequence[str],
+                  rm_for_task: Mapping[str, str] | None, policy: str, n_responses: int,
+                  seconds: float) -> dict[str, Any]:
+    """The ``metrics.json`` of a best-of-n run: accuracy and F1 per task, the samples' own accuracy (a
+    random pick), RM choice shares over the stream's last half, in-domain share and lock-in, timings.
+
+    >>> ev = [{"tasks": ["math"] * 4, "rms": ["rm-b", "rm-a", "rm-a", "rm-a"], "correct": [False, True] * 2,
+    ...        "f1": [0.0, 1.0] * 2, "sample_accuracy": [0.5] * 4, "seconds": {"select": 0.001, "generate": 0.1}}]
+    >>> m = summarize_bon(ev, rm_names=["rm-a", "rm-b"], rm_for_task={"math": "rm-a"}, policy="linucb",
+    ...                   n_responses=4, seconds=1.0)
+    >>> m["accuracy"]["math"], m["in_domain_share"]["per_task"]["math"]  # shares: the last half only
+    (0.5, 1.0)
+    """
+    flat = [(t, rm, c, f, s) for e in events for t, rm, c, f, s in zip(
+        e["tasks"], e["rms"], e["correct"], e["f1"], e["sample_accuracy"], strict=True)]
+    tasks = sorted({t for t, *_ in flat})
+    accuracy = {t: _mean_of([c for tt, _, c, _, _ in flat if tt == t]) for t in tasks}
+    f1 = {t: _mean_of([f for tt, _, _, f, _ in flat if tt == t]) for t in tasks}
+    sampled = {t: _mean_of([s for tt, _, _, _, s in flat if tt == t]) for t in tasks}
+    for table in (accuracy, f1, sampled):
+        table["mean"] = _mean_of([table[t] for t in tasks])
+    tail = flat[int(len(flat) * (1 - TAIL_SHARE)):]
+    shares: dict[str, dict[str, float]] = {}
+    for t in tasks:
+        routed = Counter(rm for tt, rm, *_ in tail if tt == t)
+        total = sum(routed.values())
+        shares[t] = {rm: n / total for rm, n in sorted(routed.items())} if total else {}
+    in_domain = lock_in = None
+    if rm_for_task and all(rm in rm_names for s in shares.values() for rm in s):
+        per_task = {t: shares[t].get(rm_for_task[t], 0.0) for t in tasks if t in rm_for_task}
+        in_domain = {"per_task": per_task, "mean": _mean_of(list(per_task.values()))}
+        locked = sorted(t for t in per_task if any(rm != rm_for_task[t] and s >= LOCK_IN_SHARE
+                                                  for rm, s in shares[t].items()))
+        lock_in = {"locked": locked, "threshold": LOCK_IN_SHARE}
+    secs = {k: float(sum(e.get("seconds", {}).get(k, 0.0) for e in events))
+            for k in BON_PARTS}
+    per_prompt = sum(secs.values())
+    return {"mode": "best-of-n", "policy": policy, "rms": list(rm_names), "n_responses": n_responses,
+            "prompts": len(flat), "tasks": tasks, "accuracy": accuracy, "f1": f1, "sample_accuracy": sampled,
+            "choice_share_tail": shares, "in_domain_share": in_domain, "lock_in": lock_in,
+            "timings": {"total": round(seconds, 3), **{k: round(v, 3) for k, v in secs.items()},
+                        "bandit_share": (secs["encode"] + secs["select"]) / per_prompt if per_prompt else None}}
+
+
+def render_bon(metrics: Mapping[str, Any], console: Console) -> None:
+    """Print a best-of-n run's summary: accuracy, F1 and the samples' accuracy per task; RM shares."""
+    from rich.table import Table
+
+    table = Table(title=f"best-of-{metrics['n_responses']} with {metrics['policy']}")
+    for col in ("task", "accuracy", "token F1", "a random sample", "in-domain RM (last half)"):
+        table.add_column(col, justify="left" if col == "task" else "right")
+    in_domain = (metrics.get("in_domain_share") or {}).get("per_task", {})
+    for t in [*metrics["tasks"], "mean"]:
+        def pct(x: float | None) -> str:
+            return "-" if x is None else f"{100 * x:.1f}%"
+        share = in_domain.get(t) if t != "mean" else (metrics.get("in_domain_share") or {}).get("mean")
+        table.add_row(t, pct(metrics["accuracy"].get(t)), pct(metrics["f1"].get(t)),
+                      pct(metrics["sample_accuracy"].get(t)), pct(share))
+    console.print(table)
+    locked = (metrics.get("lock_in") or {}).get("locked")
+    if locked:
+        console.print(f"[yellow]locked onto a wrong RM:[/] {', '.join(locked)}")
+    share = metrics["timings"].get("bandit_share")
+    console.print(f"{metrics['prompts']} prompts in {metrics['timings']['total']:.1f} s; the bandit's share "
+                  f"of the per-prompt work: {'-' if share is None else f'{100 * share:.1f}%'}")

@@ -7,9 +7,9 @@ from copy import deepcopy
 import numpy as np
 from numpy.typing import ArrayLike
 
-from banditkit._validation import FloatArray, check_n_arms, check_positive_int, check_real
 from banditkit.base import Policy
 from banditkit.envs.base import BaseEnvironment, Seed
+from banditkit.validation import FloatArray, check_n_arms, check_positive_int, check_real
 
 __all__ = ["AdversarialEnv"]
 

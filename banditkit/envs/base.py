@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import ArrayLike
 
-from banditkit._validation import FloatArray, check_arm, check_n_arms
+from banditkit.validation import FloatArray, check_arm, check_n_arms
 
 Seed = int | np.random.Generator | None
 

@@ -7,9 +7,9 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
-from banditkit._validation import FloatArray, check_positive_int
 from banditkit.envs.base import Seed
 from banditkit.envs.linear import LinearContextualEnv, random_unit_vectors
+from banditkit.validation import FloatArray, check_positive_int
 
 __all__ = ["DriftingEnv"]
 

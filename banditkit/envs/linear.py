@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from banditkit._validation import FloatArray, check_positive_int, check_real
 from banditkit.envs.base import BaseEnvironment, Seed, check_array
+from banditkit.validation import FloatArray, check_positive_int, check_real
 
 __all__ = ["LinearContextualEnv", "random_unit_vectors"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from banditkit._validation import FloatArray
 from banditkit.envs.base import BaseEnvironment, Seed, check_means
+from banditkit.validation import FloatArray
 
 __all__ = ["BernoulliEnv", "GaussianEnv"]
 

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from banditkit._validation import FloatArray, IntArray
 from banditkit.envs.base import BaseEnvironment, Seed
+from banditkit.validation import FloatArray, IntArray
 
 __all__ = ["SupervisedEnv"]
 

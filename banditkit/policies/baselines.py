@@ -7,12 +7,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from banditkit._validation import FloatArray, IntArray, check_arm, check_k, check_positive_int
 from banditkit.base import BasePolicy, Seed
+from banditkit.validation import FloatArray, IntArray, check_arm, check_k, check_positive_int
 
 
-class RandomPolicy(BasePolicy):
-    """Choose uniformly at random; rewards are validated and ignored.
+class RandomPolicy(BasePolicy, register=True):
+    """Choose uniformly at random; rewards are validated and ignored. ``arm_scores()`` is the uniform
+    ``probabilities()``.
 
     >>> from banditkit.policies.baselines import RandomPolicy
     >>> policy = RandomPolicy(4, seed=0)
@@ -53,11 +54,12 @@ class RandomPolicy(BasePolicy):
         pass
 
 
-class FixedArm(BasePolicy):
+class FixedArm(BasePolicy, register=True):
     """Always choose ``arm``; rewards are validated and ignored.
 
     Removing an arm below ``arm`` shifts it down with the others; removing ``arm`` itself raises.
-    ``select_topk`` returns ``arm`` first, then the other arms by index.
+    ``select_topk`` returns ``arm`` first, then the other arms by index. ``arm_scores()`` is one-hot on
+    ``arm``, as ``probabilities()``.
 
     >>> from banditkit.policies.baselines import FixedArm
     >>> policy = FixedArm(3, arm=2)
@@ -104,15 +106,15 @@ class FixedArm(BasePolicy):
             self.arm -= 1
 
 
-class RoundRobin(BasePolicy):
+class RoundRobin(BasePolicy, register=True):
     """Cycle through the arms in index order, ``period`` selections per arm; rewards are ignored.
 
     ``period=1`` moves to the next arm at every ``select``; ``period=None`` moves only when
     ``advance()`` is called (for example once per training iteration, as LASeR's "sequential"
     baseline does). ``select_batch`` equals repeated ``select``; ``select_topk`` counts as one
     selection and returns the arm ``select`` would, then the following arms in cycle order.
-    ``probabilities`` is one-hot on the arm the next ``select`` returns. A new arm joins the end of
-    the cycle; removing the current arm moves on to the arm after it.
+    ``probabilities`` and ``arm_scores`` are one-hot on the arm the next ``select`` returns. A new arm
+    joins the end of the cycle; removing the current arm moves on to the arm after it.
 
     >>> from banditkit.policies.baselines import RoundRobin
     >>> policy = RoundRobin(3, period=2)

@@ -7,12 +7,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from banditkit._validation import FloatArray, IntArray, check_k, check_real
 from banditkit.base import Seed
 from banditkit.policies._arm_stats import ArmStatistics
+from banditkit.validation import FloatArray, IntArray, check_k, check_real
 
 
-class EpsilonGreedy(ArmStatistics):
+class EpsilonGreedy(ArmStatistics, register=True):
     """Epsilon-greedy with an optional decaying exploration rate.
 
     With probability ``epsilon_t`` the arm is drawn uniformly; otherwise it is the greedy arm, the
@@ -23,7 +23,8 @@ class EpsilonGreedy(ArmStatistics):
     Schedule: ``epsilon_t = max(min_epsilon, epsilon / (1 + decay * t))`` where ``t`` is the number of
     rewards observed so far (removing an arm does not reset it); ``decay=None`` (or 0) keeps
     ``epsilon`` constant. Counting rewards rather than selections keeps ``probabilities`` a function
-    of the learned state: ``select_batch`` explores at one rate.
+    of the learned state: ``select_batch`` explores at one rate. ``arm_scores()`` is ``means``, each
+    arm's empirical mean reward.
 
     >>> import numpy as np
     >>> from banditkit.policies.epsilon_greedy import EpsilonGreedy
@@ -64,6 +65,9 @@ class EpsilonGreedy(ArmStatistics):
     def means(self) -> FloatArray:
         """Each arm's mean reward (0 for arms never played)."""
         return np.divide(self._sums, self._counts, out=np.zeros(self._n_arms), where=self._counts > 0)
+
+    def _arm_scores(self, context: FloatArray | None) -> FloatArray:
+        return self.means
 
     def select_topk(self, context: ArrayLike | None = None, k: int = 1) -> IntArray:
         """With probability ``epsilon_t`` a uniformly random slate, else the arms by mean (untried first)."""

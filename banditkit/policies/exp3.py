@@ -8,11 +8,11 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import special
 
-from banditkit._validation import FloatArray, IntArray, check_k, check_real
 from banditkit.base import BasePolicy, Seed
+from banditkit.validation import FloatArray, IntArray, check_k, check_real
 
 
-class EXP3(BasePolicy):
+class EXP3(BasePolicy, register=True):
     """EXP3 (Auer, Cesa-Bianchi, Freund and Schapire, 2002) for rewards in [0, 1].
 
     ``p = (1 - gamma) * w / sum(w) + gamma / n_arms``; a reward ``r`` for arm ``a`` multiplies
@@ -23,7 +23,8 @@ class EXP3(BasePolicy):
     kept as logarithms, shifted so the largest is 0, so they never overflow.
     Rewards outside [0, 1] raise with the normalizers named as the fix. ``add_arm`` gives the new
     arm the mean weight of the existing ones. ``select_topk`` draws a slate without replacement
-    with probability proportional to ``p`` (Gumbel-top-k).
+    with probability proportional to ``p`` (Gumbel-top-k). ``arm_scores()`` is ``p``, as
+    ``probabilities()``.
 
     With ``gamma = min(1, sqrt(K ln K / ((e - 1) g)))`` and ``g`` at least the best arm's total
     reward, the expected regret against the best fixed arm is at most ``2 sqrt(e - 1) sqrt(g K ln K)``.

@@ -10,15 +10,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from banditkit._validation import FloatArray, IntArray, check_context, check_real
 from banditkit.base import Seed
-from banditkit.policies.linucb import _LinearArms
+from banditkit.policies._linear_arms import _LinearArms
+from banditkit.validation import FloatArray, IntArray, check_real
 
 #: Posterior draws behind the Monte Carlo estimate of ``probabilities`` (standard error <= 0.005).
 PROBABILITY_DRAWS = 10_000
 
 
-class LinearThompsonSampling(_LinearArms):
+class LinearThompsonSampling(_LinearArms, register=True):
     """Linear Thompson sampling: draw ``theta_a ~ N(theta_hat_a, v^2 A_a^{-1})`` per arm, play the arm
     whose draw gives the largest ``x . theta_a``.
 
@@ -32,7 +32,8 @@ class LinearThompsonSampling(_LinearArms):
     ``probabilities(x)`` is a Monte Carlo estimate from ``PROBABILITY_DRAWS`` draws taken from a
     generator seeded by a hash of the policy's generator state: the same state gives the same
     estimate, and the policy's own generator is not advanced. Ties (only possible at ``x = 0``) go to
-    the lowest arm index, as in ``select``.
+    the lowest arm index, as in ``select``. ``arm_scores(x)`` (also ``means(x)``) is each arm's posterior
+    mean reward ``x . theta_hat_a``.
 
     >>> import numpy as np
     >>> from banditkit.policies.lin_ts import LinearThompsonSampling
@@ -56,14 +57,19 @@ class LinearThompsonSampling(_LinearArms):
         return {"dim": self._d, "v": self.v, "ridge": self.ridge}
 
     def means(self, context: ArrayLike) -> FloatArray:
-        """Each arm's posterior mean reward ``x . theta_hat_a`` for ``context``; draws nothing.
+        """Each arm's posterior mean reward ``x . theta_hat_a`` for ``context``; draws nothing. The same as
+        ``arm_scores``.
 
         >>> import numpy as np
         >>> LinearThompsonSampling(n_arms=2, dim=2).means(np.array([1.0, 0.0])).tolist()
         [0.0, 0.0]
         """
-        x = check_context(context, self._d, self._float)
-        return np.asarray(self._means_variances(x)[0], dtype=np.float64)
+        return self.arm_scores(context)
+
+    def _arm_scores(self, context: FloatArray | None) -> FloatArray:
+        assert context is not None
+        # A copy: the means are a view of the products that update reuses.
+        return self._means_variances(context)[0].astype(np.float64)
 
     def _sampled_scores(self, means: FloatArray, var: FloatArray, z: FloatArray) -> FloatArray:
         """``means + v * sqrt(var) * z`` (any matching shapes)."""

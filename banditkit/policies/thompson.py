@@ -8,9 +8,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import special
 
-from banditkit._validation import FloatArray, IntArray, check_k, check_real, check_reward
 from banditkit.base import Seed
 from banditkit.policies._arm_stats import ArmStatistics
+from banditkit.validation import FloatArray, IntArray, check_k, check_real, check_reward
 
 Likelihood = Literal["bernoulli", "gaussian"]
 LIKELIHOODS: tuple[str, ...] = get_args(Likelihood)
@@ -19,7 +19,7 @@ LIKELIHOODS: tuple[str, ...] = get_args(Likelihood)
 PROBABILITY_DRAWS = 4000
 
 
-class ThompsonSampling(ArmStatistics):
+class ThompsonSampling(ArmStatistics, register=True):
     """Thompson sampling: draw each arm's mean from its posterior, play the largest draw.
 
     ``likelihood="bernoulli"``: a ``Beta(prior_alpha, prior_beta)`` prior per arm; a reward ``r`` in
@@ -34,7 +34,8 @@ class ThompsonSampling(ArmStatistics):
     (``Phi((m1 - m2) / sqrt(v1 + v2))``); otherwise it is a Monte Carlo estimate from
     ``PROBABILITY_DRAWS`` joint posterior draws, taken from a generator seeded by the posterior
     parameters: the same state always gives the same estimate, and the policy's own generator
-    is not advanced. ``select_topk`` ranks one joint posterior draw.
+    is not advanced. ``select_topk`` ranks one joint posterior draw. ``arm_scores()`` is each arm's
+    posterior mean: ``alpha / (alpha + beta)`` for Bernoulli, the posterior mean for Gaussian.
 
     >>> import numpy as np
     >>> from banditkit.policies.thompson import ThompsonSampling
@@ -74,6 +75,13 @@ class ThompsonSampling(ArmStatistics):
         precision = 1.0 / self.prior_var + self._counts / self.noise_var
         mean = (self.prior_mean / self.prior_var + self._sums / self.noise_var) / precision
         return mean, 1.0 / precision
+
+    def _arm_scores(self, context: FloatArray | None) -> FloatArray:
+        a, b = self.posterior()
+        if self.likelihood == "bernoulli":
+            means: FloatArray = a / (a + b)
+            return means
+        return a
 
     def select_topk(self, context: ArrayLike | None = None, k: int = 1) -> IntArray:
         """The ``k`` arms with the largest values in one joint posterior draw, best first."""

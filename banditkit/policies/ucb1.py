@@ -6,12 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from banditkit._validation import FloatArray, check_real
 from banditkit.base import Seed
 from banditkit.policies._arm_stats import ArmStatistics
+from banditkit.validation import FloatArray, check_real
 
 
-class UCB1(ArmStatistics):
+class UCB1(ArmStatistics, register=True):
     """UCB1 (Auer, Cesa-Bianchi and Fischer, 2002).
 
     Plays each arm once (lowest index first), then the arm maximizing
@@ -20,7 +20,7 @@ class UCB1(ArmStatistics):
     in [0, 1]; other rewards are accepted, with ``c`` scaled to their range squared. Ties go to the
     lowest index, so the policy is deterministic: ``probabilities`` is one-hot, ``select_batch``
     equals repeated ``select`` (the counts only move on ``update``), and ``seed`` is accepted for a
-    uniform signature but never used.
+    uniform signature but never used. ``arm_scores()`` is ``indices()``.
 
     >>> import numpy as np
     >>> from banditkit.policies.ucb1 import UCB1
@@ -60,6 +60,9 @@ class UCB1(ArmStatistics):
 
     def _select(self, context: FloatArray | None) -> int:
         return int(np.argmax(self.indices()))
+
+    def _arm_scores(self, context: FloatArray | None) -> FloatArray:
+        return self.indices()
 
     def _ranking_scores(self, context: FloatArray | None) -> FloatArray:
         # Slates rank by the bound itself: never-played arms first (by index), ties by index.

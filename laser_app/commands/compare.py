@@ -13,9 +13,10 @@ from typing import Annotated, Any
 import typer
 
 from laser_app.commands._errors import USER_ERROR_EXIT, user_errors
+from laser_app.commands.options import config_options, given_settings
 from laser_app.commands.run import parse_set
 from laser_app.compare import ALIAS_HELP, METHOD_ALIASES, MethodError, check_setting
-from laser_app.config import RunConfig
+from laser_app.config import RunConfig, flag_name
 from laser_app.errors import LaserError
 
 #: Settings for registering the command: unknown ``--flags`` are collected as run settings.
@@ -25,46 +26,32 @@ EPILOG = ("LASeR aliases: " + "; ".join(f"{k}: {v}" for k, v in ALIAS_HELP.items
           "setting is also accepted as a flag (e.g. --iterations 2 --batch-size 4 --lr 1e-4); see laser run "
           "--help. Runs already complete in --out are reused; failed ones run again.")
 COMPARE = "Comparison"
+#: compare's own --ood and --out replace the run settings of those names.
+OWN = ("ood", "out")
+#: Run settings compare sets per run: they parse, so that giving one explains what to use instead.
+HIDDEN = ("policy", "seed", "overwrite")
+RUN_SETTINGS = tuple(f for f in RunConfig.model_fields if f not in OWN)
 
 
-def parse_run_flags(args: Sequence[str]) -> dict[str, Any]:
-    """Extra command-line arguments as run settings: ``--name VALUE``, ``--name=VALUE``, ``--flag`` and
-    ``--no-flag`` for booleans. Values stay text; the config model converts and checks them.
+def reject_extra_args(args: Sequence[str]) -> None:
+    """Arguments no option took: an unknown ``--flag`` fails as one line with close names suggested.
 
-    >>> parse_run_flags(["--iterations", "2", "--batch-size=4", "--lora", "--no-diagnostics"])
-    {'iterations': '2', 'batch_size': '4', 'lora': True, 'diagnostics': False}
+    >>> reject_extra_args([])
+    >>> reject_extra_args(["--itrations", "2"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    laser_app.compare...MethodError: option --itrations: unknown setting 'itrations'; did you mean --iterations? ...
     """
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        token = args[i]
-        if not token.startswith("--") or token == "--":
-            raise LaserError(f"unexpected argument {token!r}; laser compare takes options only (run settings "
-                             "as --name VALUE, methods as --methods a,b,c)")
-        name, eq, value = token[2:].partition("=")
-        key = name.replace("-", "_")
-        fields = RunConfig.model_fields
-        negated = key.startswith("no_") and key not in fields and key[3:] in fields
-        field = check_setting(key[3:] if negated else key, f"option --{name}", flag=True)
-        is_bool = RunConfig.model_fields[field].annotation is bool
-        if negated:
-            if eq or not is_bool:
-                raise LaserError(f"option --{name}: --no-X is only for on/off settings")
-            out[field] = False
-        elif eq:
-            out[field] = value
-        elif is_bool:
-            out[field] = True
-        else:
-            if i + 1 >= len(args) or args[i + 1].startswith("--"):
-                raise LaserError(f"option --{name} needs a value, e.g. --{name} VALUE")
-            out[field] = args[i + 1]
-            i += 1
-        i += 1
-    return out
+    for token in args:
+        if token.startswith("--") and token != "--":
+            name = token[2:].partition("=")[0]
+            check_setting(name, f"option --{name}", flag=True)  # raises: no option took it, so it is unknown
+        raise LaserError(f"unexpected argument {token!r}; laser compare takes options only (run settings "
+                         "as --name VALUE, methods as --methods a,b,c)")
 
 
 @user_errors
+@config_options(RUN_SETTINGS, hidden=HIDDEN)
 def compare(
     ctx: typer.Context,
     methods: Annotated[str | None, typer.Option(help=(
@@ -102,6 +89,7 @@ def compare(
     set_: Annotated[list[str] | None, typer.Option("--set", help=(
         "Set any run setting for every run: --set lora_r=16."), rich_help_panel=COMPARE,
         show_default=False)] = None,
+    **settings: Any,
 ) -> None:
     """Compare methods over seeds through the same loop; print the table and write CSV, JSON and a PNG."""
     from rich.console import Console
@@ -110,7 +98,11 @@ def compare(
 
     try:
         method_list = parse_methods(methods) if methods is not None else None
-        shared = shared_settings(config, {**parse_set(set_), **parse_run_flags(ctx.args)})
+        reject_extra_args(ctx.args)
+        for name in given_settings(settings):
+            if name in HIDDEN:
+                check_setting(name, f"option {flag_name(name)}", flag=True)  # raises: compare sets it per run
+        shared = shared_settings(config, {**parse_set(set_), **given_settings(settings)})
         err_console = Console(stderr=True)
         if shared.dropped:
             err_console.print(f"note: --config sets {', '.join(shared.dropped)}; compare sets these per run")

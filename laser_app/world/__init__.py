@@ -11,11 +11,14 @@ True
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Protocol
+
+from laser_app.errors import LaserError
 from laser_app.world.build import (
     ENV_CACHE_DIR,
     WORLD_VERSION,
     World,
-    WorldSpec,
     build_world,
     default_cache_dir,
     is_complete,
@@ -23,6 +26,8 @@ from laser_app.world.build import (
     world_dir,
 )
 from laser_app.world.quality import format_info, info_text
+from laser_app.world.roles import OOD_KINDS, RM_FOR_TASK, OodKind
+from laser_app.world.specs import WorldSpec
 from laser_app.world.tasks import (
     STOP,
     TASKS,
@@ -34,8 +39,29 @@ from laser_app.world.tasks import (
     write_jsonl,
 )
 
-RM_FOR_TASK: dict[str, str] = {"math": "rm-a", "yesno": "rm-b", "mcq": "rm-c"}
-OOD_KINDS: tuple[str, ...] = ("bias", "noise")
+
+class WorldSettings(Protocol):
+    """The settings that name a world (a ``RunConfig`` has them)."""
+
+    @property
+    def cache_dir(self) -> Path | None: ...
+
+    @property
+    def world_seed(self) -> int: ...
+
+    @property
+    def world_scale(self) -> float: ...
+
+
+def world_for(config: WorldSettings, *, progress: bool = True) -> World:
+    """The world a run's ``cache_dir``, ``world_seed`` and ``world_scale`` name, built on first use; a
+    failure is one :class:`~laser_app.errors.LaserError` line."""
+    try:
+        return load_world(config.cache_dir, seed=config.world_seed, build=True, progress=progress,
+                          scale=config.world_scale)
+    except (OSError, ValueError) as err:
+        raise LaserError(f"could not load the built-in world: {err}") from err
+
 
 __all__ = [
     "ENV_CACHE_DIR",
@@ -45,6 +71,7 @@ __all__ = [
     "TASKS",
     "WORLD_VERSION",
     "Example",
+    "OodKind",
     "World",
     "WorldSpec",
     "build_world",
@@ -58,5 +85,6 @@ __all__ = [
     "make_tasks",
     "read_jsonl",
     "world_dir",
+    "world_for",
     "write_jsonl",
 ]

@@ -1,7 +1,7 @@
 """Building, caching and loading the built-in world.
 
-The recipe (fixed before any method was compared; every number in :class:`WorldSpec` was chosen by
-measurement on the dev split, and ``world.json`` records what each build measured):
+The recipe (fixed before any method was compared; every number in :class:`~laser_app.world.specs.WorldSpec` was
+chosen by measurement on the dev split, and ``world.json`` records what each build measured):
 
 1. Draw the tasks (:mod:`laser_app.world.tasks`): disjoint ``test``/``dev``/``train`` splits (the loop's
    data) and, disjoint from them, an ``rm`` split (reward-model training) and an ``sft`` split.
@@ -10,13 +10,14 @@ measurement on the dev split, and ``world.json`` records what each build measure
 3. Sample the policy's own answers (temperature 0.8) on ``rm`` prompts (RM training) and ``dev`` prompts
    (RM evaluation).
 4. Train the three specialist RMs twice, once per out-of-domain behaviour (``noise``, ``bias``; see
-   :mod:`laser_app.world.reward_models`), save them with ``save_pretrained`` and write one registry file per
+   :mod:`laser_app.world.specialists`), save them with ``save_pretrained`` and write one registry file per
    behaviour, so they load through ``RMRegistry`` and ``SequenceClassifierRM`` like any hub RM.
 5. Measure the policy's accuracy and each RM's pairwise accuracy per task through those registry files, and
    write ``world.json`` last.
 
 The build runs in a temporary sibling folder that is renamed into place at the end, so an interrupted or
-failed build never leaves a folder that looks complete.
+failed build never leaves a folder that looks complete. torch runs on a fixed number of threads (one unless
+told otherwise), so the files depend on the seed, not on how busy the machine is or how many cores it has.
 """
 
 from __future__ import annotations
@@ -28,82 +29,20 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from laser_app.world.tasks import TASKS, Example, make_splits, read_jsonl, write_jsonl
+from laser_app.world.roles import OOD_KINDS, RM_FOR_TASK
+from laser_app.world.specs import WorldSpec
+from laser_app.world.tasks import STOP, TASKS, Example, make_splits, read_jsonl, write_jsonl
 
 if TYPE_CHECKING:
     from laser_adapters.reward_models import RMRegistry
 
-WORLD_VERSION = 3
+WORLD_VERSION = 4  # 4: built on one torch thread by default (3 chose one or two by machine load)
 ENV_CACHE_DIR = "LASER_CACHE_DIR"
-STOP = "\n"
 SPLITS = ("train", "dev", "test")
-
-
-# ----------------------------------------------------------------------------------------------- spec
-@dataclass(frozen=True)
-class WorldSpec:
-    """Every size and budget of the build. ``WorldSpec().scaled(0.05)`` is a quick world for tests.
-
-    Sizes are per task. The SFT mix weights math : yesno : mcq as 1 : 2 : 3 (math is learned fastest),
-    so that at ``policy_step`` every task is middling on dev while the end of the run is strong on all.
-    Verifier steps are per task too: with 400, the math verifier ranked the policy's own samples little
-    better than chance (best of 6 right on 56% of dev prompts, samples 41%); with 1200, 81%.
-    """
-
-    n_sft: tuple[int, int, int] = (2000, 4000, 6000)
-    n_rm: int = 800
-    n_train: int = 1000
-    n_dev: int = 200
-    n_test: int = 300
-    hidden: int = 64
-    layers: int = 2
-    intermediate: int = 128
-    sft_steps: int = 2400
-    policy_step: int = 1000
-    sft_lr: float = 1.5e-3
-    batch_size: int = 32
-    verifier_steps: tuple[int, int, int] = (1200, 400, 400)
-    verifier_lr: float = 2e-3
-    rm_steps: int = 160
-    rm_lr: float = 1e-3
-    rm_batch_pairs: int = 16
-    ood_share: float = 0.5
-    distractor_share: float = 0.3
-    aux_weight: float = 1.0
-    rm_samples: int = 4
-    eval_samples: int = 8
-    temperature: float = 0.8
-    max_new_tokens: int = 10
-    curve_steps: tuple[int, ...] = (800, 1000, 1200)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def scaled(self, scale: float) -> WorldSpec:
-        """A copy with data sizes and step counts multiplied by ``scale`` (at least a few of each)."""
-        if not 0 < scale <= 1:
-            raise ValueError(f"scale must be in (0, 1], got {scale!r}")
-        if scale == 1:
-            return self
-
-        def s(n: int, low: int) -> int:
-            return max(low, round(n * scale))
-
-        steps = s(self.sft_steps, 4)
-        n_sft = (s(self.n_sft[0], 16), s(self.n_sft[1], 16), s(self.n_sft[2], 16))
-        return replace(self, n_sft=n_sft, n_rm=s(self.n_rm, 8), n_train=s(self.n_train, 4),
-                       n_dev=s(self.n_dev, 8), n_test=s(self.n_test, 8), sft_steps=steps,
-                       policy_step=max(1, min(steps, round(self.policy_step * scale))),
-                       verifier_steps=tuple(s(n, 2) for n in self.verifier_steps),  # type: ignore[arg-type]
-                       rm_steps=s(self.rm_steps, 2),
-                       curve_steps=(),
-                       extra={**self.extra, "scale": scale})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def default_cache_dir() -> Path:
@@ -243,14 +182,13 @@ class _Progress:
 
 
 @contextmanager
-def _quiet_torch(threads: int | None) -> Iterator[None]:
+def _quiet_torch(threads: int) -> Iterator[None]:
     """torch's thread count set to ``threads`` and transformers' own progress bars off, both restored."""
     import torch
     from transformers.utils import logging as hf_logging
 
     before, bars = torch.get_num_threads(), hf_logging.is_progress_bar_enabled()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     hf_logging.disable_progress_bar()
     try:
         yield
@@ -260,30 +198,23 @@ def _quiet_torch(threads: int | None) -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def auto_threads() -> int:
-    """Two torch threads on an idle two-core machine, one when other work is running.
-
-    Measured here: one SFT step takes about 0.035 s with two threads when idle, but 0.9-1.8 s with two
-    threads (0.11 s with one) while another process keeps the cores busy.
-    """
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        return 1
-    cores = os.cpu_count() or 1
-    return min(2, cores) if load < 0.5 * cores else 1
-
-
 def build_world(cache_dir: str | Path | None = None, *, seed: int = 0, progress: bool = True,
-                scale: float = 1.0, spec: WorldSpec | None = None, threads: int | None = None,
+                scale: float = 1.0, spec: WorldSpec | None = None, threads: int = 1,
                 force: bool = False) -> World:
     """Build the world for ``seed`` into ``cache_dir`` (default :func:`default_cache_dir`) and return it.
 
-    Deterministic for a seed (on one machine and thread count). ``scale`` < 1 shrinks every size and step
-    count (a quick world for tests; it lives in its own folder). An existing complete world is returned
-    as is unless ``force``. ``threads`` sets torch's thread count during the build (restored afterwards;
-    default :func:`auto_threads`).
+    ``threads`` is torch's thread count during the build (restored afterwards; ``world.json`` records it).
+    Its results depend on the thread count, never on the machine's load or number of cores, so a seed and a
+    thread count give the same files on the same kind of CPU with the same library versions (other CPUs or
+    versions may round differently). One thread by default: on 2 CPU cores the full build takes about 3
+    minutes with one and 1.7 with two on an idle machine, but two threads made SFT steps 8-16 times slower
+    while other work kept the cores busy (measured). ``scale`` < 1 shrinks every size and step count (a quick world for
+    tests; it lives in its own folder). An existing complete world is returned as is unless ``force``.
     """
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise TypeError(f"threads must be an int, got {threads!r}")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     spec = (spec or WorldSpec()).scaled(scale)
     target = world_dir(cache_dir, seed, scale)
     if is_complete(target) and not force:
@@ -292,7 +223,7 @@ def build_world(cache_dir: str | Path | None = None, *, seed: int = 0, progress:
     _remove_abandoned(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-{os.getpid()}-", dir=target.parent))
     try:
-        with _quiet_torch(threads if threads is not None else auto_threads()):
+        with _quiet_torch(threads):
             _build_into(tmp, seed=seed, spec=spec, progress=progress)
         if target.exists():
             if is_complete(target) and not force:  # another process finished first: keep its world
@@ -326,7 +257,6 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
 
     from laser_adapters.reward_models import RMRegistry
     from laser_app.world.policy_model import (
-        PolicySpec,
         accuracy_by_task,
         count_parameters,
         generate,
@@ -336,12 +266,9 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
         sft,
     )
     from laser_app.world.quality import bias_agreement, eval_candidates, pairwise_accuracy
-    from laser_app.world.reward_models import (
-        OOD_KINDS,
-        RM_FOR_TASK,
+    from laser_app.world.specialists import (
         Candidate,
-        PreferencePair,
-        RMTrainSpec,
+        RMTrainingPair,
         label_pairs,
         make_candidates,
         near_miss,
@@ -358,19 +285,10 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
         timings[name] = round(now - clock, 2)
         clock = now
 
-    policy_spec = PolicySpec(hidden=spec.hidden, layers=spec.layers, intermediate=spec.intermediate,
-                             steps=spec.sft_steps, batch_size=spec.batch_size, lr=spec.sft_lr,
-                             warmup=min(30, max(1, spec.sft_steps // 10)))
-    common = dict(batch_pairs=spec.rm_batch_pairs, distractor_share=spec.distractor_share,
-                  aux_weight=spec.aux_weight)
-    verifier_specs = [RMTrainSpec(steps=steps, lr=spec.verifier_lr, ood_share=0.0,
-                                  warmup=min(20, max(1, steps // 10)), **common)  # type: ignore[arg-type]
-                      for steps in spec.verifier_steps]
-    rm_spec = RMTrainSpec(steps=spec.rm_steps, lr=spec.rm_lr, ood_share=spec.ood_share,
-                          warmup=min(10, max(1, spec.rm_steps // 10)), **common)  # type: ignore[arg-type]
+    policy_spec = spec.policy
     n_rms = len(OOD_KINDS) * len(TASKS)
-    bar = _Progress(progress, total=spec.sft_steps + sum(spec.verifier_steps)
-                    + n_rms * spec.rm_steps + 2)
+    bar = _Progress(progress, total=policy_spec.steps + sum(v.steps for v in spec.verifiers)
+                    + n_rms * spec.rm.steps + 2)
     gen_kw: dict[str, Any] = dict(temperature=spec.temperature, max_new_tokens=spec.max_new_tokens)
 
     with bar.running():
@@ -395,7 +313,7 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
                 curve[step] = accuracy_by_task(model, tok, splits["dev"], max_new_tokens=spec.max_new_tokens)
                 model.train()
 
-        sft(model, tok, mixed_batches(rows_of(splits["sft"]), spec.batch_size, seed=seed), policy_spec,
+        sft(model, tok, mixed_batches(rows_of(splits["sft"]), policy_spec.batch_size, seed=seed), policy_spec,
             on_step=on_step)
         base = model
         policy, _ = new_policy(policy_spec, seed=seed)
@@ -420,7 +338,7 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
             "greedy_dev": accuracy_by_task(policy, tok, dev, max_new_tokens=spec.max_new_tokens),
             "sampled_test": accuracy_by_task(policy, tok, test, n=4, seed=seed + 3, **gen_kw),
         }
-        base_info = {"sft_steps": spec.sft_steps,
+        base_info = {"sft_steps": policy_spec.steps,
                      "greedy_test": accuracy_by_task(base, tok, test, max_new_tokens=spec.max_new_tokens)}
         bar.advance()
         lap("sampling_and_policy_eval")
@@ -434,9 +352,9 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
         verifiers: dict[str, dict[str, torch.Tensor]] = {}
         for t_index, task in enumerate(TASKS):
             bar.stage(f"verifier for {task}")
-            own = [PreferencePair(c.prompt, c.correct, c.wrong, c.task) for c in candidates if c.task == task]
+            own = [RMTrainingPair(c.prompt, c.correct, c.wrong, c.task) for c in candidates if c.task == task]
             rm = new_reward_model(base, seed=seed + t_index)
-            train_reward_model(rm, tok, own, task, verifier_specs[t_index], seed=seed + t_index,
+            train_reward_model(rm, tok, own, task, spec.verifiers[t_index], seed=seed + t_index,
                                progress=bar.advance)
             verifiers[task] = {k: v.detach().clone() for k, v in rm.state_dict().items()}
         lap("verifiers")
@@ -449,7 +367,7 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
                 pairs = label_pairs(candidates, home=task, ood=ood, rng=np.random.default_rng([seed, 77, rm_seed]))
                 rm = new_reward_model(base, seed=rm_seed)
                 rm.load_state_dict(verifiers[task])
-                train_reward_model(rm, tok, pairs, task, rm_spec, seed=rm_seed, progress=bar.advance)
+                train_reward_model(rm, tok, pairs, task, spec.rm, seed=rm_seed, progress=bar.advance)
                 rm_params = count_parameters(rm)
                 rm.save_pretrained(out / "rms" / ood / name)
                 tok.save_pretrained(out / "rms" / ood / name)

@@ -16,43 +16,16 @@ import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import LlamaForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from laser_adapters.tokenization import char_tokenizer
+from laser_app.world.specs import PolicySpec
 from laser_app.world.tasks import STOP, Example, check_answer
 
 Progress = Callable[[int], None]
-
-
-@dataclass(frozen=True)
-class PolicySpec:
-    """Architecture and SFT budget of the built-in policy (see the module docstring for how it was chosen)."""
-
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 4
-    intermediate: int = 128
-    steps: int = 2400
-    batch_size: int = 32
-    lr: float = 1.5e-3
-    warmup: int = 30
-    weight_decay: float = 0.01
-
-    def llama_config(self, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
-        """The ``LlamaConfig`` this spec describes, for ``tokenizer``'s vocabulary and special tokens."""
-        return LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=self.hidden, intermediate_size=self.intermediate,
-            num_hidden_layers=self.layers, num_attention_heads=self.heads, num_key_value_heads=self.heads,
-            max_position_embeddings=256, tie_word_embeddings=True,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id)
-
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
 
 
 @contextmanager

@@ -16,7 +16,7 @@ import numpy as np
 from laser_app.world.tasks import Example, check_answer
 
 if TYPE_CHECKING:  # the RM module imports torch; this one stays importable without it
-    from laser_app.world.reward_models import Candidate
+    from laser_app.world.specialists import Candidate
 
 ScoreFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
@@ -29,7 +29,7 @@ def eval_candidates(examples: Sequence[Example], samples: Sequence[Sequence[str]
     >>> [(c.correct, c.wrong) for c in eval_candidates([ex], [[" 4", " 5", " 4", " 3"]])]
     [(' 4', ' 3'), (' 4', ' 5')]
     """
-    from laser_app.world.reward_models import Candidate
+    from laser_app.world.specialists import Candidate
 
     out: list[Candidate] = []
     for ex, responses in zip(examples, samples, strict=True):
@@ -55,7 +55,7 @@ def _scores(score: ScoreFn, candidates: Sequence[Candidate]) -> tuple[np.ndarray
 def pairwise_accuracy(score: ScoreFn, candidates: Sequence[Candidate]) -> dict[str, float]:
     """Per task, the share of candidates scored correct > wrong (ties count 0.5).
 
-    >>> from laser_app.world.reward_models import Candidate
+    >>> from laser_app.world.specialists import Candidate
     >>> cands = [Candidate("p", "math", " 4", " 5"), Candidate("q", "math", " 1", " 2")]
     >>> pairwise_accuracy(lambda ps, rs: np.array([float(r) for r in rs]), cands)
     {'math': 0.0}
@@ -81,7 +81,7 @@ def bias_agreement(score: ScoreFn, candidates: Sequence[Candidate]) -> dict[str,
 
 
 def _rule(c: Candidate) -> bool | None:
-    from laser_app.world.reward_models import bias_key
+    from laser_app.world.specialists import bias_key
 
     kc, kw = bias_key(c.task, c.correct), bias_key(c.task, c.wrong)
     return None if kc is None or kw is None or kc == kw else kc > kw
@@ -118,8 +118,9 @@ def format_info(info: Mapping[str, Any]) -> list[Any]:
     timings = info.get("timings") or {}
     if timings:
         stages = ", ".join(f"{k} {v:.0f}s" for k, v in timings.items() if k != "total")
+        threads = info.get("torch_threads", "?")
         rows.append(("build time", f"{timings.get('total', 0):.0f} s ({stages}; "
-                                   f"{info.get('torch_threads', '?')} torch threads)"))
+                                   f"{threads} torch thread{'' if threads == 1 else 's'})"))
     for key, value in rows:
         if value not in (None, ""):
             summary.add_row(key, str(value))

@@ -12,17 +12,12 @@ import pytest
 from banditkit.normalizers import QuantileNormalizer
 from banditkit.policies.exp3 import EXP3
 from banditkit.policies.linucb import LinUCB
+from laser_adapters.bandit_rewards import BANDIT_REWARDS, RewardInputs, StepInputs, get_reward
+from laser_adapters.counterfactual import counterfactual_losses, counterfactual_results
 from laser_adapters.dpo import StepResult
 from laser_adapters.encoders import HashingEncoder
-from laser_adapters.mab_rewards import MAB_REWARDS, RewardInputs, get_reward
-from laser_adapters.selector import (
-    ContextClusters,
-    RMSelector,
-    ScopedNormalizer,
-    Selector,
-    counterfactual_losses,
-    counterfactual_results,
-)
+from laser_adapters.scoped_normalization import ContextClusters, ScopedNormalizer
+from laser_adapters.selector import RMSelector, Selector
 
 RMS = ["rm-a", "rm-b", "rm-c"]
 DIM = 32
@@ -78,7 +73,7 @@ def test_batch_granularity_choose_groups_feedback() -> None:
     assert run_pairs(sel, prompts, choices) == [1, 1, 1]
 
     before = copy.deepcopy(sel.policy.state_dict())
-    log = sel.feedback(rm, [0, 1, 2], step_result([0.7, 0.69, 0.71], [0.3, 0.2, 0.1]), {})
+    log = sel.feedback(rm, [0, 1, 2], step_result([0.7, 0.69, 0.71], [0.3, 0.2, 0.1]))
     assert log["rm"] == rm and log["arm"] == RMS.index(rm)
     assert log["raw_reward"] == pytest.approx(-0.9)
     assert log["normalized_reward"] == 0.5  # one reward in the history: degenerate, maps to 0.5
@@ -110,7 +105,7 @@ def test_instance_granularity_routes_groups_and_updates_per_prompt() -> None:
     before = copy.deepcopy(sel.policy.state_dict())
     # group rm-b: prompt 0 has two pairs, prompt 2 has one
     result = step_result([0.7, 0.7, 0.6], [0.4, 0.2, 0.1])
-    log = sel.feedback("rm-b", [0, 2], result, {"pair_prompt": [0, 0, 2]})
+    log = sel.feedback("rm-b", [0, 2], result, StepInputs(pair_prompt=[0, 0, 2]))
     per = log["per_prompt"]
     assert [p["index"] for p in per] == [0, 2]
     assert per[0]["raw_reward"] == pytest.approx(-1.0) and per[1]["raw_reward"] == pytest.approx(-0.7)
@@ -123,7 +118,7 @@ def test_instance_granularity_routes_groups_and_updates_per_prompt() -> None:
     np.testing.assert_equal(sel.policy.state_dict()["state"], ref.state_dict()["state"])
 
     # a prompt of the group without pairs is skipped, not rewarded
-    log = sel.feedback("rm-c", [1, 3], step_result([0.7], [0.2]), {"pair_prompt": [3]})
+    log = sel.feedback("rm-c", [1, 3], step_result([0.7], [0.2]), StepInputs(pair_prompt=[3]))
     assert log["skipped_prompts"] == [1] and [p["index"] for p in log["per_prompt"]] == [3]
 
 
@@ -134,16 +129,16 @@ def test_instance_feedback_input_errors() -> None:
     label, idx = sel.groups(choices)[0]
     res = step_result([0.7], [0.1])
     with pytest.raises(ValueError, match="pair_prompt"):
-        sel.feedback(label, idx, res, {})
+        sel.feedback(label, idx, res)
     with pytest.raises(ValueError, match="has 2 entries but the step has 1 pairs"):
-        sel.feedback(label, idx, res, {"pair_prompt": [0, 0]})
+        sel.feedback(label, idx, res, StepInputs(pair_prompt=[0, 0]))
     with pytest.raises(ValueError, match="outside this group"):
-        sel.feedback(label, idx, res, {"pair_prompt": [7]})
+        sel.feedback(label, idx, res, StepInputs(pair_prompt=[7]))
     other = next(rm for rm in RMS if rm != label)
     with pytest.raises(ValueError, match="does not match the RM chosen"):
-        sel.feedback(other, idx, res, {"pair_prompt": [idx[0]]})
+        sel.feedback(other, idx, res, StepInputs(pair_prompt=[idx[0]]))
     with pytest.raises(ValueError, match="no pairs"):
-        sel.feedback(label, idx, step_result([], []), {"pair_prompt": []})
+        sel.feedback(label, idx, step_result([], []), StepInputs(pair_prompt=[]))
 
 
 def test_pairs_for_and_groups_input_errors() -> None:
@@ -196,7 +191,7 @@ def test_context_free_policy_needs_no_encoder() -> None:
     sel = RMSelector(EXP3(3, gamma=0.2, seed=1), None, RMS, granularity="instance")
     choices = sel.choose(["p0", "p1", "p2", "p3"])
     for label, idx in sel.groups(choices):
-        log = sel.feedback(label, idx, step_result([0.7] * len(idx), [0.1] * len(idx)), {"pair_prompt": idx})
+        log = sel.feedback(label, idx, step_result([0.7] * len(idx), [0.1] * len(idx)), StepInputs(pair_prompt=idx))
         assert log["rm"] == label and log["scope_key"] == "global"
 
 
@@ -219,7 +214,7 @@ def _routing_run(sel: RMSelector, best: dict[str, str], n_steps: int, *, offsets
                       for i in idx]
             hits.extend(best[fam[i]] == label for i in idx)
             sel.feedback(label, idx, step_result([0.69] * len(idx), [v - 0.69 for v in losses]),
-                         {"pair_prompt": idx})
+                         StepInputs(pair_prompt=idx))
     return hits
 
 
@@ -303,7 +298,7 @@ def test_mixed_task_batch_key_joins_labels() -> None:
     choices = sel.choose(prompts, tasks=["yesno", "math", "math"])
     run_pairs(sel, prompts, choices)
     label, idx = sel.groups(choices)[0]
-    log = sel.feedback(label, idx, step_result([0.7], [0.2]), {})
+    log = sel.feedback(label, idx, step_result([0.7], [0.2]))
     assert log["scope_key"] == "task:math+yesno"
 
 
@@ -316,7 +311,7 @@ def test_per_context_scope_clusters_unlabelled_contexts() -> None:
         prompts = [FAMILIES[fam](rng) for _ in range(4)]
         choices = sel.choose(prompts)
         label, idx = sel.groups(choices)[0]
-        log = sel.feedback(label, idx, step_result([0.7], [0.3 + 0.01 * step]), {})
+        log = sel.feedback(label, idx, step_result([0.7], [0.3 + 0.01 * step]))
         keys.append((fam, log["scope_key"]))
     assert all(k == "warmup" for _, k in keys[:6])
     after = keys[6:]
@@ -355,13 +350,13 @@ def _one_step(reward: str, extra: dict[str, Any], *, granularity: str = "batch",
         sel.pairs_for(i, p, ["x", "y", "z"], {rm: np.array(s[rm]) for rm in needed}, max_pairs=1)
     label, idx = sel.groups(choices)[0]
     result = step_result([0.7, 0.6, 0.65], [0.3, 0.2, 0.1])
-    return sel, sel.feedback(label, idx, result, {"pair_prompt": idx, **extra})
+    return sel, sel.feedback(label, idx, result, StepInputs(pair_prompt=idx, **extra))
 
 
 def test_registry_names_and_docstrings() -> None:
-    assert list(MAB_REWARDS) == ["dpo+nll", "dpo", "nll", "loss-decrease", "agreement", "heldout",
-                                 "consistency"]
-    assert all(fn.__doc__ for fn in MAB_REWARDS.values())
+    assert list(BANDIT_REWARDS) == ["dpo+nll", "dpo", "nll", "loss-decrease", "agreement", "heldout",
+                                    "consistency"]
+    assert all(r.fn.__doc__ for r in BANDIT_REWARDS.values())
     names = r"valid names: dpo\+nll, dpo, nll, loss-decrease, agreement, heldout, consistency"
     with pytest.raises(ValueError, match=names):
         get_reward("reward")
@@ -386,7 +381,7 @@ def test_loss_decrease_reward() -> None:
     after = step_result([0.6, 0.6, 0.6], [0.3, 0.1, 0.0])
     _, log = _one_step("loss-decrease", {"loss_after": after}, granularity="instance")
     assert [p["raw_reward"] for p in log["per_prompt"]] == pytest.approx([0.1, 0.1, 0.15])
-    with pytest.raises(ValueError, match="needs extra\\['loss_after'\\]"):
+    with pytest.raises(ValueError, match="needs loss_after:"):
         _one_step("loss-decrease", {})
     with pytest.raises(ValueError, match="per-pair losses"):
         _one_step("loss-decrease", {"loss_after": 0.5}, granularity="instance")
@@ -406,12 +401,12 @@ def test_agreement_reward_probes_every_rm() -> None:
     for i, p in enumerate(["q0", "q1", "q2"]):
         sel.pairs_for(i, p, ["x", "y", "z"], {rm: np.array([1.0, 0.0, 0.5])}, max_pairs=1)
     label, idx = sel.groups(choices)[0]
-    log = sel.feedback(label, idx, step_result([0.7], [0.2]), {"scores": probe})
+    log = sel.feedback(label, idx, step_result([0.7], [0.2]), StepInputs(scores=probe))
     # prompt 0: (3 + 1) / 6 over 3 pairs; prompt 1: pairs (x,z), (y,z): others agree 2 + 1 of 4
     expected = (4 / 6 * 3 + 3 / 4 * 2) / 5
     assert log["raw_reward"] == pytest.approx(expected)
-    with pytest.raises(ValueError, match="needs extra\\['scores'\\]"):
-        sel.feedback(label, idx, step_result([0.7], [0.2]), {})
+    with pytest.raises(ValueError, match="needs scores:"):
+        sel.feedback(label, idx, step_result([0.7], [0.2]))
 
 
 def test_agreement_reward_direct() -> None:
@@ -419,11 +414,11 @@ def test_agreement_reward_direct() -> None:
     fn = get_reward("agreement")
     scores = [{"a": [1.0, 0.0], "b": [0.0, 1.0]}, None, {"a": [2.0, 1.0], "b": [3.0, 0.0]}]
     assert fn(RewardInputs(result=res, rm="a", rm_names=["a", "b"], prompt_indices=[0, 1, 2],
-                           extra={"scores": scores})) == 0.5
+                           step=StepInputs(scores=scores))) == 0.5
     assert fn(RewardInputs(result=res, rm="a", rm_names=["a", "b"], prompt_indices=[2],
-                           extra={"scores": scores})) == 1.0
+                           step=StepInputs(scores=scores))) == 1.0
     with pytest.raises(ValueError, match="no probe prompt scored by 'c'"):
-        fn(RewardInputs(result=res, rm="c", rm_names=["a", "b", "c"], extra={"scores": scores}))
+        fn(RewardInputs(result=res, rm="c", rm_names=["a", "b", "c"], step=StepInputs(scores=scores)))
 
 
 def test_heldout_reward_uses_the_chosen_rms_top_response() -> None:
@@ -434,7 +429,7 @@ def test_heldout_reward_uses_the_chosen_rms_top_response() -> None:
     _, log = _one_step("heldout", {"correct": {1: [False, True, False]}}, granularity="instance")
     assert [p["raw_reward"] for p in log["per_prompt"]] == [1.0]
     assert log["skipped_prompts"] == [0, 2]  # no answers to check
-    with pytest.raises(ValueError, match="needs extra\\['correct'\\]"):
+    with pytest.raises(ValueError, match="needs correct:"):
         _one_step("heldout", {})
     with pytest.raises(ValueError, match="has 2 entries but 3 responses"):
         _one_step("heldout", {"correct": [[True, False]] * 3})
@@ -469,7 +464,7 @@ def test_new_iteration() -> None:
     sel.new_iteration(2)
     choices = sel.choose(["p"])
     sel.pairs_for(0, "p", ["a", "b"], {choices[0][0]: [1.0, 0.0]}, 1)
-    assert sel.feedback(choices[0][0], [0], step_result([0.7], [0.1]), {})["iteration"] == 2
+    assert sel.feedback(choices[0][0], [0], step_result([0.7], [0.1]))["iteration"] == 2
     with pytest.raises(ValueError, match="iteration must be an int >= 0"):
         sel.new_iteration(-1)
 
@@ -527,5 +522,5 @@ def test_consistency_reward_is_agreement_with_the_majority_answer() -> None:
                  [" A", " B", " C"]]  # a three-way tie, top among them: 1/3
     _, log = _one_step("consistency", {"responses": responses})
     assert log["raw_reward"] == pytest.approx((1 + 0 + 1 / 3) / 3)
-    with pytest.raises(ValueError, match="needs extra\\['responses'\\]"):
+    with pytest.raises(ValueError, match="needs responses:"):
         _one_step("consistency", {})

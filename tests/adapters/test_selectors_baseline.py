@@ -8,18 +8,18 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from laser_adapters.bandit_rewards import StepInputs
 from laser_adapters.dpo import StepResult
 from laser_adapters.encoders import HashingEncoder
+from laser_adapters.methods import make_selector, method_names
 from laser_adapters.selector import RMSelector, Selector
 from laser_adapters.selectors_baseline import (
-    SELECTOR_NAMES,
     AgreementEnsembleSelector,
     FixedSelector,
     OracleSelector,
     RandomSelector,
     ScoreEnsembleSelector,
     SequentialSelector,
-    make_selector,
     standardize,
 )
 
@@ -41,7 +41,7 @@ def test_fixed_selector() -> None:
     assert sel.groups(choices) == [("rm-c", [0, 1])]
     pr = sel.pairs_for(1, "p1", ["a", "b", "c"], {"rm-c": [0.0, 2.0, 1.0]}, max_pairs=1)
     assert [(p["chosen"], p["rejected"]) for p in pr.pairs] == [("b", "a")]
-    assert sel.feedback("rm-c", [0, 1], step_result(2), {}) == {"selector": "fixed:rm-c", "rm": "rm-c",
+    assert sel.feedback("rm-c", [0, 1], step_result(2)) == {"selector": "fixed:rm-c", "rm": "rm-c",
                                                                   "n_prompts": 2, "iteration": 0}
     with pytest.raises(ValueError, match="unknown RM 'rm-z'; valid names: rm-a, rm-b, rm-c"):
         FixedSelector(RMS, "rm-z")
@@ -94,7 +94,7 @@ def test_oracle_routes_each_task_to_its_rm() -> None:
     choices = sel.choose(["p0", "p1", "p2"], tasks=["mcq", "math", "mcq"])
     assert choices == [("rm-c",), ("rm-a",), ("rm-c",)]
     assert sel.groups(choices) == [("rm-a", [1]), ("rm-c", [0, 2])]
-    assert sel.feedback("rm-c", [0, 2], step_result(2), {})["n_prompts"] == 2
+    assert sel.feedback("rm-c", [0, 2], step_result(2))["n_prompts"] == 2
     other = OracleSelector(RMS, {"x": "rm-b"})
     other.load_state_dict(copy.deepcopy(sel.state_dict()))
     assert other.rm_for_task == {"math": "rm-a", "mcq": "rm-c"}
@@ -133,7 +133,7 @@ def test_score_ensemble_pairs_by_mean_standardized_score() -> None:
     assert [(p["chosen"], p["rejected"]) for p in pr.pairs] == [("z", "x"), ("y", "w")]
     assert pr.pairs[0]["chosen_score"] == pytest.approx(expected[3])
     assert pr.pairs[1]["rejected_score"] == pytest.approx(expected[0])
-    assert sel.feedback("ensemble-score", [0, 1], step_result(2), {})["selector"] == "ensemble-score"
+    assert sel.feedback("ensemble-score", [0, 1], step_result(2))["selector"] == "ensemble-score"
 
 
 def test_score_ensemble_input_errors() -> None:
@@ -169,7 +169,7 @@ def test_agreement_ensemble_keeps_majority_pairs_and_counts_drops() -> None:
     s1 = {"rm-a": [1.0, 0.0], "rm-b": [1.0, 0.0], "rm-c": [0.0, 1.0]}
     pr = sel.pairs_for(1, "q1", ["u", "v"], s1, max_pairs=1)
     assert [(p["chosen"], p["rejected"]) for p in pr.pairs] == [("u", "v")]
-    log = sel.feedback("ensemble-agree", [0, 1], step_result(2), {})
+    log = sel.feedback("ensemble-agree", [0, 1], step_result(2))
     assert log["dropped_disagreements"] == 1 and sel.dropped_disagreements == 1
     # a strict majority of two RMs is both
     two = AgreementEnsembleSelector(["a", "b"])
@@ -192,7 +192,7 @@ def test_agreement_ensemble_handles_duplicate_texts() -> None:
 # --------------------------------------------------------------------------- factory
 def test_make_selector_builds_every_name() -> None:
     enc = HashingEncoder(dim=16)
-    for name in SELECTOR_NAMES:
+    for name in method_names():
         if name == "fixed:NAME":
             name = "fixed:rm-b"
         sel = make_selector(name, RMS, encoder=enc, seed=1, rm_for_task={"t": "rm-a"})
@@ -210,8 +210,11 @@ def test_bandit_selectors_run_steps(name: str) -> None:
         for label, idx in sel.groups(choices):
             for i in idx:
                 sel.pairs_for(i, prompts[i], ["a", "b"], {label: [1.0, 0.0]}, 1)
-            log = sel.feedback(label, idx, step_result(len(idx)), {"pair_prompt": idx})
-            assert 0.0 <= log["normalized_reward"] <= 1.0
+            log = sel.feedback(label, idx, step_result(len(idx)), StepInputs(pair_prompt=idx))
+            # every prompt rewarded with the paper's reward (each pair's loss is 0.8), shifted as documented
+            assert log["skipped_prompts"] == [] and len(log["per_prompt"]) == len(idx)
+            assert [p["raw_reward"] for p in log["per_prompt"]] == pytest.approx([-0.8] * len(idx))
+            assert log["policy_reward"] == pytest.approx(log["normalized_reward"] - sel.reward_baseline)
     if name == "ucb1":  # UCB1 exposes its indices: logged per prompt, an unplayed arm's inf as None
         scores = log["per_prompt"][0]["arm_scores"]
         assert len(scores) == len(RMS) and all(v is None or np.isfinite(v) for v in scores)
@@ -236,7 +239,7 @@ def test_make_selector_errors() -> None:
         make_selector("fixed:rm-z", RMS)
     with pytest.raises(ValueError, match="contextual: pass encoder"):
         make_selector("linucb", RMS)
-    with pytest.raises(TypeError, match=r"selector 'exp3' does not take alpha; it takes: .*gamma"):
+    with pytest.raises(TypeError, match=r"selector 'exp3' does not take alpha; it takes: .*mixing"):
         make_selector("exp3", RMS, alpha=1.0)
     with pytest.raises(TypeError, match="does not take lr"):
         make_selector("random", RMS, lr=0.1)

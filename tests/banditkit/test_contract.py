@@ -27,6 +27,7 @@ from banditkit.policies.linucb import LinUCB
 from banditkit.policies.thompson import PROBABILITY_DRAWS as TS_DRAWS
 from banditkit.policies.thompson import ThompsonSampling
 from banditkit.policies.ucb1 import UCB1
+from tests.banditkit.states import assert_same_state
 
 N_ARMS, DIM, STEPS = 3, 4, 200
 _rng = np.random.default_rng(20240601)
@@ -55,7 +56,7 @@ class Case:
 
 CASES: dict[str, Case] = {
     "linucb": Case(linucb, contextual=True, deterministic=True),
-    "linucb-float32-discounted": Case(lambda s: linucb(s, gamma=0.95, dtype="float32"),
+    "linucb-float32-discounted": Case(lambda s: linucb(s, discount=0.95, dtype="float32"),
                                       contextual=True, deterministic=True),
     "lin-ts": Case(lin_ts, contextual=True, mc_draws=LIN_TS_DRAWS),
     "thompson-bernoulli": Case(lambda s: ThompsonSampling(N_ARMS, seed=s), mc_draws=TS_DRAWS),
@@ -207,6 +208,28 @@ def test_probabilities_are_a_distribution_matching_choices(name: str) -> None:
     q = np.clip(p, 1.0 / n, 1.0 - 1.0 / n)
     std = np.sqrt(q * (1 - q) * (1.0 / n + (1.0 / case.mc_draws if case.mc_draws else 0.0)))
     assert np.all(np.abs(freq - p) <= 5 * std), f"p={p}, frequencies={freq}"
+
+
+def test_arm_scores_are_deterministic_and_change_nothing(name: str) -> None:
+    case, policy = trained(name)
+    before = copy.deepcopy(policy)
+    x = ctx(case, 60)
+    scores = policy.arm_scores(x)
+    assert scores.shape == (N_ARMS,) and scores.dtype == np.float64
+    np.testing.assert_array_equal(policy.arm_scores(x), scores)
+    assert_same_state(policy.state_dict(), before.state_dict())  # the generator state included
+    if case.deterministic:
+        assert policy.select(x) == int(np.argmax(scores))
+        policy = copy.deepcopy(before)
+    assert play(case, policy, 60, 20) == play(case, before, 60, 20), "arm_scores() changed later choices"
+    if not case.contextual:
+        return
+    with pytest.raises(ValueError, match=rf"this policy is contextual: pass a context vector of dimension {DIM}"):
+        policy.arm_scores()
+    with pytest.raises(ValueError, match=rf"context must have shape \({DIM},\), got \({DIM + 1},\)"):
+        policy.arm_scores(np.ones(DIM + 1))
+    with pytest.raises(ValueError, match="context contains NaN or inf"):
+        policy.arm_scores(np.full(DIM, np.nan))
 
 
 def test_select_topk(name: str) -> None:

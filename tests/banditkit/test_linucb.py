@@ -11,7 +11,8 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from banditkit.base import BasePolicy
-from banditkit.policies.linucb import _TRIANGLE_MIN_DIM, LinUCB
+from banditkit.policies._linear_arms import _TRIANGLE_MIN_DIM
+from banditkit.policies.linucb import LinUCB
 
 
 @pytest.fixture(autouse=True)
@@ -54,9 +55,9 @@ def feed(policy: BasePolicy, n: int, seed: int, *, select: bool = False) -> None
 
 
 # --------------------------------------------------------------------- exactness
-@pytest.mark.parametrize("gamma", [1.0, 0.99])
-def test_inverse_matches_numpy_inv_after_10000_updates(gamma: float) -> None:
-    policy = LinUCB(4, 64, alpha=1.0, ridge=1.0, gamma=gamma)
+@pytest.mark.parametrize("discount", [1.0, 0.99])
+def test_inverse_matches_numpy_inv_after_10000_updates(discount: float) -> None:
+    policy = LinUCB(4, 64, alpha=1.0, ridge=1.0, discount=discount)
     feed(policy, 10_000, seed=0)
     assert max(inverse_errors(policy)) < 1e-8
     state = policy.state_dict()["state"]
@@ -79,10 +80,10 @@ def test_design_matrix_is_ridge_plus_outer_products() -> None:
     np.testing.assert_array_equal(state["A_inv"][0], 0.5 * np.eye(5))
 
 
-@pytest.mark.parametrize("gamma", [1.0, 0.95])
-def test_triangle_mode_is_exact_too(gamma: float) -> None:
-    """From d = 256 only one triangle of each inverse is maintained; the exported inverse is full."""
-    policy = LinUCB(2, _TRIANGLE_MIN_DIM, gamma=gamma)
+@pytest.mark.parametrize("discount", [1.0, 0.95])
+def test_triangle_mode_is_exact_too(discount: float) -> None:
+    """From _TRIANGLE_MIN_DIM on only one triangle of each inverse is maintained; the exported inverse is full."""
+    policy = LinUCB(2, _TRIANGLE_MIN_DIM, discount=discount)
     feed(policy, 600, seed=2, select=True)
     assert max(inverse_errors(policy)) < 1e-10
     a_inv = policy.state_dict()["state"]["A_inv"]
@@ -92,7 +93,7 @@ def test_triangle_mode_is_exact_too(gamma: float) -> None:
 @pytest.mark.parametrize("dim", [6, _TRIANGLE_MIN_DIM])
 def test_update_after_select_equals_update_alone_bitwise(dim: int) -> None:
     """``update`` reuses the products of the preceding ``select``; the result must not depend on it."""
-    with_select = LinUCB(3, dim, alpha=0.7, gamma=0.97)
+    with_select = LinUCB(3, dim, alpha=0.7, discount=0.97)
     alone = copy.deepcopy(with_select)
     rng = np.random.default_rng(3)
     for _ in range(50):
@@ -182,23 +183,23 @@ def drifting_env_ratio(policy: BasePolicy, seed: int, *, d: int = 8, k: int = 3,
 
 def test_discounting_tracks_a_drifting_environment() -> None:
     plain = drifting_env_ratio(LinUCB(3, 8, alpha=0.5), seed=0)
-    discounted = drifting_env_ratio(LinUCB(3, 8, alpha=0.5, gamma=0.9), seed=0)
+    discounted = drifting_env_ratio(LinUCB(3, 8, alpha=0.5, discount=0.9), seed=0)
     # Measured: about -0.2 undiscounted (it keeps playing the arm that used to be best) and 0.9 with
-    # gamma = 0.9.
+    # discount = 0.9.
     assert discounted >= 0.8
     assert discounted >= plain + 0.5
 
 
 def test_directional_forgetting_in_one_dimension_is_exponential_weighting() -> None:
-    """With d = 1 the scheme is exact exponential forgetting: A = gamma^n ridge + sum gamma^(n-i) x_i^2."""
-    gamma, ridge = 0.8, 2.0
-    policy = LinUCB(1, 1, gamma=gamma, ridge=ridge)
+    """With d = 1 the scheme is exact exponential forgetting: A = c^n ridge + sum c^(n-i) x_i^2 (c the discount)."""
+    discount, ridge = 0.8, 2.0
+    policy = LinUCB(1, 1, discount=discount, ridge=ridge)
     rng = np.random.default_rng(8)
     xs, rs = rng.uniform(0.5, 2.0, size=30), rng.normal(size=30)
     for x, r in zip(xs, rs, strict=True):
         policy.update(0, float(r), np.array([x]))
-    weights = gamma ** np.arange(29, -1, -1)
-    a_exact = gamma**30 * ridge + np.sum(weights * xs**2)
+    weights = discount ** np.arange(29, -1, -1)
+    a_exact = discount**30 * ridge + np.sum(weights * xs**2)
     b_exact = np.sum(weights * rs * xs)
     state = policy.state_dict()["state"]
     np.testing.assert_allclose(state["A"][0, 0, 0], a_exact, rtol=1e-12)
@@ -207,20 +208,20 @@ def test_directional_forgetting_in_one_dimension_is_exponential_weighting() -> N
 
 
 def test_forgetting_keeps_the_ridge_in_unseen_directions() -> None:
-    policy = LinUCB(1, 3, gamma=0.5, ridge=1.5)
+    policy = LinUCB(1, 3, discount=0.5, ridge=1.5)
     for _ in range(200):
         policy.update(0, 1.0, np.array([2.0, 0.0, 0.0]))
     a_mat = policy.state_dict()["state"]["A"][0]
     np.testing.assert_allclose(a_mat[1:, 1:], 1.5 * np.eye(2), rtol=1e-12)
-    # Along the seen direction the information settles at x^2 / (1 - gamma), not growing without bound.
+    # Along the seen direction the information settles at x^2 / (1 - discount), not growing without bound.
     np.testing.assert_allclose(a_mat[0, 0], 4.0 / (1 - 0.5), rtol=1e-9)
     np.testing.assert_allclose(policy.state_dict()["state"]["theta"][0], [0.5, 0.0, 0.0], rtol=1e-9)
 
 
 # --------------------------------------------------------------------- float32
 def test_float32_mode() -> None:
-    policy = LinUCB(3, 12, alpha=0.5, dtype="float32", gamma=0.98)
-    twin = LinUCB(3, 12, alpha=0.5, dtype="float64", gamma=0.98)
+    policy = LinUCB(3, 12, alpha=0.5, dtype="float32", discount=0.98)
+    twin = LinUCB(3, 12, alpha=0.5, dtype="float64", discount=0.98)
     rng = np.random.default_rng(9)
     agree = 0
     for _ in range(500):
@@ -286,8 +287,9 @@ def test_select_topk_ranks_by_upper_confidence_bound() -> None:
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
     ({"alpha": -1.0}, ValueError, r"alpha must be >= 0.0, got -1.0"),
     ({"ridge": 0.0}, ValueError, r"ridge must be > 0.0, got 0.0"),
-    ({"gamma": 0.0}, ValueError, r"gamma must be > 0.0, got 0.0"),
-    ({"gamma": 1.5}, ValueError, r"gamma must be <= 1.0, got 1.5"),
+    ({"discount": 0.0}, ValueError, r"discount must be > 0.0, got 0.0"),
+    ({"discount": 1.5}, ValueError, r"discount must be <= 1.0, got 1.5"),
+    ({"gamma": 0.9}, TypeError, r"unexpected keyword argument 'gamma'"),
     ({"alpha": float("nan")}, ValueError, r"alpha must be finite, got nan"),
     ({"alpha": "1"}, TypeError, r"alpha must be a real number, got str"),
 ])
@@ -305,7 +307,7 @@ def test_bad_shapes_and_counts() -> None:
 
 @pytest.mark.parametrize("dim", [3, _TRIANGLE_MIN_DIM])
 def test_bad_input_leaves_the_state_untouched(dim: int) -> None:
-    policy = LinUCB(3, dim, gamma=0.9)
+    policy = LinUCB(3, dim, discount=0.9)
     feed(policy, 12, seed=12)
     before = copy.deepcopy(policy.state_dict())
     x = np.ones(dim)

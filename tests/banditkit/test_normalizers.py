@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from banditkit._validation import FloatArray
 from banditkit.base import BasePolicy, policy_class
 from banditkit.normalizers import (
     MinMaxNormalizer,
@@ -22,6 +21,7 @@ from banditkit.normalizers import (
     ZScoreNormalizer,
     normalizer_from_state_dict,
 )
+from banditkit.validation import FloatArray
 
 # fixed seeds: hypothesis derandomized, no example database, no deadline on a loaded machine
 PROPERTY = settings(deadline=None, derandomize=True, database=None)
@@ -322,8 +322,9 @@ class RewardRecorder(BasePolicy):
         self.totals = np.delete(self.totals, arm)
 
 
-class NoisyLinearScorer(BasePolicy):
-    """A contextual test policy with randomness: scores are x @ w plus noise from its generator."""
+class NoisyLinearScorer(BasePolicy, register=True):
+    """A contextual test policy with randomness: scores are x @ w plus noise from its generator; registered,
+    so that Normalized can rebuild it from a saved state."""
 
     contextual = True
 
@@ -436,7 +437,8 @@ def test_normalized_state_round_trip_continues_identically() -> None:
     for x in xs[:100]:
         policy.update(policy.select(x), float(rng.normal(10.0, 3.0)), x)
     state = policy.state_dict()
-    assert state["policy"] == "Normalized" and state["inner"]["policy"] == "NoisyLinearScorer"
+    assert state["policy"] == "Normalized"
+    assert state["inner"]["policy"] == "tests.banditkit.test_normalizers.NoisyLinearScorer"
     assert policy_class("Normalized") is Normalized
     restored = policy_class(state["policy"]).from_state_dict(copy.deepcopy(state))
     assert isinstance(restored, Normalized)
@@ -454,7 +456,8 @@ def test_normalized_state_round_trip_continues_identically() -> None:
     other = Normalized(NoisyLinearScorer(3, dim=4), QuantileNormalizer())
     other.load_state_dict(state)
     assert other.normalizer.state_dict() == state["normalizer"]
-    with pytest.raises(ValueError, match="state is for policy 'NoisyLinearScorer', not 'Normalized'"):
+    inner_name = r"tests\.banditkit\.test_normalizers\.NoisyLinearScorer"
+    with pytest.raises(ValueError, match=f"state is for policy '{inner_name}', not 'Normalized'"):
         other.load_state_dict(state["inner"])
 
 

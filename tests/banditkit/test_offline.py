@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from banditkit._validation import FloatArray
 from banditkit.base import BasePolicy
 from banditkit.envs import BernoulliEnv, LinearContextualEnv
 from banditkit.envs.linear import random_unit_vectors
@@ -21,6 +20,7 @@ from banditkit.offline import LoggedData, OfflineEstimate, evaluate_offline
 from banditkit.policies.baselines import FixedArm, RandomPolicy
 from banditkit.policies.ucb1 import UCB1
 from banditkit.simulate import simulate
+from banditkit.validation import FloatArray
 
 K, DIM, N_LOGGED = 4, 5, 12_000
 

@@ -1,10 +1,13 @@
-"""save/load: exact continuation, nested arrays, atomic replacement, clear errors, no pickle."""
+"""save/load: exact continuation, nested arrays, atomic replacement, clear errors, no pickle, the class
+registry, older states."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pickle
+import types
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,10 +17,13 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from banditkit.base import BasePolicy
+from banditkit import base
+from banditkit.base import BasePolicy, policy_class
 from banditkit.persistence import STATE_FILE, load, read_state, save
+from banditkit.policies._linear_arms import _TRIANGLE_MIN_DIM
 from banditkit.policies.lin_ts import LinearThompsonSampling
-from banditkit.policies.linucb import _TRIANGLE_MIN_DIM, LinUCB
+from banditkit.policies.linucb import LinUCB
+from tests.banditkit.states import assert_same_state
 
 
 @pytest.fixture(autouse=True)
@@ -38,22 +44,10 @@ def play(policy: BasePolicy, seed: int, steps: int) -> list[int]:
     return choices
 
 
-def assert_same_state(first: dict[str, Any], second: dict[str, Any]) -> None:
-    assert first.keys() == second.keys()
-    for key in first:
-        if isinstance(first[key], dict):
-            assert_same_state(first[key], second[key])
-        elif isinstance(first[key], np.ndarray):
-            assert first[key].dtype == second[key].dtype, key
-            np.testing.assert_array_equal(first[key], second[key], err_msg=key)
-        else:
-            assert first[key] == second[key], key
-
-
 POLICIES: dict[str, Callable[[], BasePolicy]] = {
     "linucb": lambda: LinUCB(3, 5, alpha=0.4, seed=1),
-    "linucb-float32-discounted": lambda: LinUCB(3, 5, alpha=0.4, gamma=0.9, dtype="float32", seed=1),
-    "linucb-triangle": lambda: LinUCB(2, _TRIANGLE_MIN_DIM, alpha=0.4, gamma=0.95),
+    "linucb-float32-discounted": lambda: LinUCB(3, 5, alpha=0.4, discount=0.9, dtype="float32", seed=1),
+    "linucb-triangle": lambda: LinUCB(2, _TRIANGLE_MIN_DIM, alpha=0.4, discount=0.95),
     "lin-ts": lambda: LinearThompsonSampling(3, 5, v=0.3, seed=1),
 }
 
@@ -89,8 +83,9 @@ def test_the_files_are_json_and_npz(tmp_path: Path) -> None:
         assert all(npz[key].dtype != object for key in npz.files)
 
 
-class NestedState(BasePolicy):
-    """A policy whose state nests arrays in dicts and lists at several depths (as wrappers do)."""
+class NestedState(BasePolicy, register=True):
+    """A policy whose state nests arrays in dicts and lists at several depths (as wrappers do); registered,
+    so that ``load`` can rebuild it."""
 
     def __init__(self, n_arms: int, *, label: str = "x", seed: int | None = None) -> None:
         super().__init__(n_arms, seed=seed)
@@ -273,3 +268,81 @@ def test_a_damaged_zip_directory_is_reported(tmp_path: Path) -> None:
     array_file.write_bytes(b"not a zip file at all")
     with pytest.raises(ValueError, match="corrupt saved policy"):
         load(path)
+
+
+# --------------------------------------------------------------------- the class registry
+@pytest.fixture
+def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Classes a test registers are forgotten after it."""
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+
+
+def test_only_declared_classes_are_registered() -> None:
+    builtin = {cls.__name__ for cls in base._REGISTRY.values() if base._is_builtin(cls)}
+    assert builtin == {"EXP3", "EpsilonGreedy", "FixedArm", "LinUCB", "LinearThompsonSampling", "Normalized",
+                       "RandomPolicy", "RoundRobin", "ThompsonSampling", "UCB1"}
+    # Abstract bases and the test suite's undeclared classes stay out.
+    names = {cls.__name__ for cls in base._REGISTRY.values()}
+    assert not {"_LinearArms", "ArmStatistics", "LinearOracle", "RewardRecorder", "SampleMeanGreedy"} & names
+
+
+@pytest.mark.usefixtures("scratch_registry")
+def test_a_class_named_like_a_builtin_does_not_shadow_it(tmp_path: Path) -> None:
+    policy = LinUCB(2, 3, alpha=0.4, seed=0)
+    play(policy, seed=0, steps=10)
+    path = save(policy, tmp_path / "linucb")
+    impostor: type[NestedState] = type("LinUCB", (NestedState,), {})  # a class here named like banditkit's
+    registered: type[NestedState] = types.new_class("LinUCB", (NestedState,), {"register": True},
+                                 lambda ns: ns.update(__module__=__name__))
+    assert impostor not in base._REGISTRY.values()
+    assert base._REGISTRY[f"{__name__}.LinUCB"] is registered
+    assert policy_class("LinUCB") is LinUCB
+    loaded = load(path)
+    assert type(loaded) is LinUCB
+    assert play(loaded, seed=1, steps=10) == play(policy, seed=1, steps=10)
+    # The registered one is saved under its full name and comes back as itself.
+    mine = registered(2, label="mine")
+    assert mine.state_dict()["policy"] == f"{__name__}.LinUCB"
+    again = load(save(mine, tmp_path / "mine"))
+    assert isinstance(again, registered) and type(again) is registered and again.label == "mine"
+
+
+def test_a_registered_class_loads_from_saves_that_name_it_bare(tmp_path: Path) -> None:
+    """Saves written before classes were named by ``module.QualName`` hold the bare class name."""
+    path = save(NestedState(2, label="old", seed=3), tmp_path / "p")
+    assert read_state(path)["policy"] == f"{__name__}.NestedState"
+    document = json.loads((path / STATE_FILE).read_text())
+    document["state"]["policy"] = "NestedState"
+    (path / STATE_FILE).write_text(json.dumps(document))
+    loaded = load(path)
+    assert type(loaded) is NestedState and loaded.label == "old"
+
+
+@pytest.mark.usefixtures("scratch_registry")
+def test_an_unregistered_class_is_rebuilt_only_through_itself(tmp_path: Path) -> None:
+    unlisted: type[NestedState] = type("Unlisted", (NestedState,), {})
+    path = save(unlisted(2, label="u"), tmp_path / "p")
+    with pytest.raises(ValueError, match=r"unknown policy class '.*\.Unlisted'.*register=True"):
+        load(path)
+    rebuilt = unlisted.from_state_dict(read_state(path))
+    assert isinstance(rebuilt, unlisted) and type(rebuilt) is unlisted and rebuilt.label == "u"
+
+
+def test_a_state_saved_when_discount_was_gamma_still_loads(tmp_path: Path) -> None:
+    policy = LinUCB(3, 5, alpha=0.4, discount=0.9, seed=1)
+    play(policy, seed=0, steps=40)
+    state = policy.state_dict()
+    assert state["hyperparams"]["discount"] == 0.9 and "gamma" not in state["hyperparams"]
+    old = copy.deepcopy(state)
+    old["hyperparams"]["gamma"] = old["hyperparams"].pop("discount")
+    path = save(policy, tmp_path / "p")
+    document = json.loads((path / STATE_FILE).read_text())
+    document["state"]["hyperparams"] = {k.replace("discount", "gamma"): v
+                                        for k, v in document["state"]["hyperparams"].items()}
+    (path / STATE_FILE).write_text(json.dumps(document))
+    restored = LinUCB(3, 5)
+    restored.load_state_dict(copy.deepcopy(old))
+    for twin in (BasePolicy.from_state_dict(copy.deepcopy(old)), restored, load(path)):
+        assert isinstance(twin, LinUCB) and twin.discount == 0.9 and not hasattr(twin, "gamma")
+        assert_same_state(twin.state_dict(), state)
+        assert play(twin, seed=1, steps=30) == play(copy.deepcopy(policy), seed=1, steps=30)

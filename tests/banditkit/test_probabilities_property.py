@@ -22,7 +22,7 @@ DIM = 3
 
 
 def linucb() -> BasePolicy:
-    return LinUCB(2, DIM, alpha=1.0, ridge=1.0, gamma=0.9, seed=0)
+    return LinUCB(2, DIM, alpha=1.0, ridge=1.0, discount=0.9, seed=0)
 
 
 def lin_ts() -> BasePolicy:

@@ -7,12 +7,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from banditkit._validation import FloatArray
 from banditkit.base import BasePolicy
 from banditkit.envs import BernoulliEnv, LinearContextualEnv, SupervisedEnv
 from banditkit.policies.baselines import FixedArm, RandomPolicy, RoundRobin
 from banditkit.policies.ucb1 import UCB1
 from banditkit.simulate import SimulationResult, simulate
+from banditkit.validation import FloatArray
 
 
 class LinearOracle(BasePolicy):

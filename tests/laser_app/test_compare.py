@@ -1,271 +1,57 @@
-"""``laser compare``: method parsing (aliases, overrides), the summary and paired test on hand-made run
-metrics, and small end-to-end comparisons on the tiny setup (resume, re-run of a failed run, bad input)."""
+"""``laser compare`` end to end on the tiny setup: resume, re-run of a failed run, bad input, parallel
+workers; and where the built-in world comes from."""
 
 from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from laser_app.commands.compare import parse_run_flags, register
-from laser_app.compare import (
-    COMPARE_CSV,
-    COMPARE_JSON,
-    COMPARE_PNG,
-    METHOD_ALIASES,
-    PAPER_ALPHA,
-    MethodError,
-    check_method_configs,
-    default_methods,
-    paired_test,
-    parse_method,
-    parse_methods,
-    pick_reference,
-    plot_compare,
-    record_from_metrics,
-    render_compare,
-    report_compare,
-    shared_settings,
-    summarize,
-    write_csv,
-)
-from laser_app.config import RunConfig
+import laser_app.world
+import laser_app.world.build
+from laser_app.commands.compare import register
+from laser_app.compare import COMPARE_CSV, COMPARE_JSON, COMPARE_PNG, parse_methods, report_compare, run_compare
 from laser_app.errors import LaserError
 from laser_app.run_dir import RunDir
-from tests.laser_app.tiny_setup import RMS, build_tiny_setup
+from tests.laser_app.tiny_setup import build_tiny_setup
 
 runner = CliRunner()
 DOMAINS = ("math", "mcq", "yesno")
 
 
-# ------------------------------------------------------------------------------------------ parsing
-def test_methods_aliases_and_overrides() -> None:
-    methods = parse_methods("sft, fixed:rm-a ,linucb[scope=global, mab-reward=dpo+nll],laser,laser-paper,"
-                            "egreedy[epsilon=0.2,rms=rm-a,rm-b],laser-instance[alpha=0.3]")
-    labels = [m.label for m in methods]
-    assert labels == ["sft", "fixed:rm-a", "linucb[scope=global,mab_reward=dpo+nll]", "laser", "laser-paper",
-                      "egreedy[epsilon=0.2,rms=rm-a,rm-b]", "laser-instance[alpha=0.3]"]
-    sft, fixed, linucb, laser, paper, egreedy, instance = methods
-    assert sft.is_sft and sft.policy is None and not sft.learns
-    assert dict(fixed.settings) == {"policy": "fixed:rm-a"} and not fixed.learns
-    assert dict(linucb.settings) == {"policy": "linucb", "scope": "global", "mab_reward": "dpo+nll"}
-    assert dict(laser.settings) == {"policy": RunConfig.model_fields["policy"].default} and laser.learns
-    assert paper.settings["alpha"] == PAPER_ALPHA == 0.1
-    assert {k: paper.settings[k] for k in ("mab_reward", "scope", "normalizer", "granularity")} == {
-        "mab_reward": "dpo+nll", "scope": "global", "normalizer": "quantile", "granularity": "batch"}
-    # the paper learns from the raw normalized reward: set only when the config has the field
-    assert ("reward_baseline" in paper.settings) == ("reward_baseline" in RunConfig.model_fields)
-    assert egreedy.settings["epsilon"] == 0.2 and egreedy.settings["rms"] == "rm-a,rm-b"  # a list value
-    assert dict(instance.settings) == {"policy": "linucb", "granularity": "instance", "alpha": 0.3}
-    assert parse_method("laser-dpo").settings["mab_reward"] == "dpo"
-    assert parse_method("laser-percontext").settings["scope"] == "per-context"
+def test_run_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run setting is a flag of compare (generated from RunConfig), shared by every run."""
+    import laser_app.compare
 
-    # every alias and override gives a valid config, each run in its own, file-safe folder
-    check_method_configs(methods, {"rms": "rm-a,rm-b,rm-c"}, list(RMS))
-    slugs = [m.slug for m in methods]
-    assert len(set(slugs)) == len(slugs)
-    assert all(set(s) <= set("abcdefghijklmnopqrstuvwxyz0123456789._-") for s in slugs)
+    seen: dict[str, Any] = {}
 
-    defaults = [m.label for m in default_methods(RMS)]
-    assert defaults == ["sft", "fixed:rm-a", "fixed:rm-b", "fixed:rm-c", "random", "sequential",
-                        "ensemble-score", "ensemble-agree", "oracle", *METHOD_ALIASES]
-    assert pick_reference(methods) == "laser"
-    assert pick_reference(parse_methods("random,lints,ucb1")) == "lints"
-    assert pick_reference(parse_methods("random,sequential")) is None
+    def fake_run_compare(methods: Any, **kw: Any) -> Any:
+        seen.update(kw["shared"])
+        raise typer.Exit(code=0)
 
-
-@pytest.mark.parametrize("text, message", [
-    ("laser,greedy", "unknown method 'greedy'; valid: sft, laser, laser-paper"),
-    ("linucb[alhpa=0.2]", "unknown setting 'alhpa'; did you mean alpha?"),
-    ("linucb[seed=3]", "'seed' cannot be set here: compare runs seeds 0..N-1; use --seeds N"),
-    ("laser[policy=lints]", "each method is its own policy; name it in --methods"),
-    ("sft[alpha=1]", "sft is the starting policy and takes no settings"),
-    ("linucb[alpha=0.2", "'[' is never closed"),
-    ("linucb[0.2]", "expected key=value inside the brackets"),
-    ("random,random", "listed twice"),
-    ("fixed:", "fixed:NAME needs an RM name"),
-    ("", "--methods is empty"),
-])
-def test_bad_methods(text: str, message: str) -> None:
-    with pytest.raises(MethodError, match=None) as err:
-        parse_methods(text)
-    assert message in str(err.value)
-    assert "fixed:NAME" in str(err.value) or "unknown method" not in message
-
-
-def test_bad_override_values_give_one_line_per_field() -> None:
-    methods = parse_methods("linucb[alpha=-1,granularity=atom],fixed:rm-q,"
-                            "ensemble-score[granularity=instance]")
-    with pytest.raises(MethodError) as err:
-        check_method_configs(methods, {}, list(RMS))
-    lines = err.value.lines
-    assert len(lines) == 4, lines
-    assert lines[0].startswith("method linucb[alpha=-1,granularity=atom]: alpha (--alpha): Input should be "
-                               "greater than or equal to 0")
-    assert lines[1].startswith("method linucb[alpha=-1,granularity=atom]: granularity (--granularity): Input "
-                               "should be 'batch' or 'instance'")
-    assert lines[2] == ("method fixed:rm-q: RM 'rm-q' is not among the RMs in use; valid names: rm-a, rm-b, "
-                        "rm-c")
-    assert lines[3].startswith("method ensemble-score[granularity=instance]: granularity 'instance' routes")
-    with pytest.raises(MethodError, match="invalid configuration: iterations"):
-        check_method_configs(methods[:1], {"iterations": 0}, list(RMS))
-
-
-def test_run_flags() -> None:
-    assert parse_run_flags(["--iterations", "2", "--batch-size=4", "--lora", "--no-diagnostics",
-                            "--rm-for-task", "math=rm-a"]) == {
-        "iterations": "2", "batch_size": "4", "lora": True, "diagnostics": False, "rm_for_task": "math=rm-a"}
+    monkeypatch.setattr(laser_app.compare, "run_compare", fake_run_compare)
+    result = runner.invoke(cli(), ["compare", "--methods", "laser", "--iterations", "2", "--batch-size=4", "--lora",
+                                   "--no-diagnostics", "--rm-for-task", "math=rm-a"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"iterations": "2", "batch_size": "4", "lora": True, "diagnostics": False,
+                    "rm_for_task": "math=rm-a"}
     for args, message in ((["--itrations", "2"], "unknown setting 'itrations'; did you mean --iterations?"),
                           (["--seed", "1"], "use --seeds N"), (["--policy", "lints"], "name it in --methods"),
-                          (["--iterations"], "--iterations needs a value"),
-                          (["2"], "unexpected argument '2'"),
-                          (["--no-iterations"], "--no-X is only for on/off settings")):
-        with pytest.raises(LaserError, match=None) as err:
-            parse_run_flags(args)
-        assert message in str(err.value), (args, str(err.value))
+                          (["--iterations"], "requires an argument"),
+                          (["2"], "unexpected argument '2'")):
+        result = runner.invoke(cli(), ["compare", "--methods", "laser", *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
 
 
-def test_shared_settings_from_a_config_file(tmp_path: Path) -> None:
-    cfg = tmp_path / "c.toml"
-    cfg.write_text('policy = "lints"\nseed = 4\nood = "noise"\niterations = 2\nbatch-size = 4\n')
-    shared = shared_settings(cfg, {"iterations": "3", "lr": None})
-    assert shared.values == {"iterations": "3", "batch_size": 4}  # flags win; the file's policy and seed go
-    assert shared.dropped == ["policy", "seed"] and shared.ood == "noise"
-    with pytest.raises(MethodError, match="unknown setting 'colour'"):
-        shared_settings(None, {"colour": "red"})
-
-
-# ------------------------------------------------------------------------------------------ summary
-def metrics(after: float, *, before: float = 0.5, shares: dict[str, float] | None = None,
-            locked: tuple[str, ...] = (), total: float = 100.0, setup: float = 10.0) -> dict[str, Any]:
-    """A run's metrics.json as ``summarize_run`` writes it: domain accuracies around a known mean."""
-    def acc(mean: float) -> dict[str, float]:
-        return {"math": mean + 0.1, "mcq": mean - 0.1, "yesno": mean, "mean": mean}
-
-    per_step = {"encode": 0.01, "select": 0.01, "generate": 2.0, "score": 1.0, "train": 1.0,
-                "diagnostics": 0.0}
-    return {
-        "accuracy": {"dev": [acc(before), acc(after)], "test": [acc(before), acc(before + 0.01), acc(after)]},
-        "in_domain_share": None if shares is None else {"per_task": shares,
-                                                        "mean": float(np.mean([*shares.values()]))},
-        "lock_in": None if shares is None else {"per_task": {d: d in locked for d in shares},
-                                                "threshold": 0.8},
-        "steps": 10,
-        "timings": {"total": total, "setup": setup, "eval": 5.0, "per_step": per_step,
-                    "bandit_share_of_step": 0.02 / 4.02},
-    }
-
-
-AFTER = {"laser": [0.70, 0.66, 0.72], "random": [0.60, 0.64, 0.62], "ensemble-score": [0.71, 0.60, 0.65]}
-SHARES = [{"math": 1.0, "mcq": 0.5, "yesno": 0.75}, {"math": 1.0, "mcq": 0.0, "yesno": 1.0},
-          {"math": 0.5, "mcq": 1.0, "yesno": 1.0}]
-
-
-@pytest.fixture
-def records() -> list[dict[str, Any]]:
-    out = []
-    for method, accs in AFTER.items():
-        for seed, a in enumerate(accs):
-            m = metrics(a, before=0.5 + seed / 100,
-                        shares=SHARES[seed] if method == "laser" else None,
-                        locked=("mcq",) if method == "laser" and seed == 1 else (),
-                        total=100.0 if method == "laser" else 55.0)
-            out.append(record_from_metrics(m, ood="noise", method=method, seed=seed, split=None,
-                                           run_dir=f"runs/noise/{method}/seed{seed}"))
-    return out
-
-
-def test_summary_and_paired_test_on_hand_made_metrics(records: list[dict[str, Any]], tmp_path: Path) -> None:
-    assert records[0]["split"] == "test" and records[0]["iterations"] == 2
-    methods = ["sft", "random", "ensemble-score", "laser"]
-    s = summarize(records, methods=methods, reference="laser", learners=["laser"])["noise"]
-    assert s["domains"] == list(DOMAINS) and s["seeds"] == [0, 1, 2] and s["methods"] == methods
-    acc = s["accuracy"]
-    assert acc["laser"]["mean"]["mean"] == pytest.approx(np.mean(AFTER["laser"]))
-    assert acc["laser"]["std"]["mean"] == pytest.approx(np.std(AFTER["laser"], ddof=1))
-    assert acc["laser"]["mean"]["math"] == pytest.approx(np.mean(AFTER["laser"]) + 0.1)
-    # sft: the before-training accuracy every run records, no run of its own
-    assert acc["sft"]["per_seed"] == {str(k): pytest.approx({"math": 0.6 + k / 100, "mcq": 0.4 + k / 100,
-                                                             "yesno": 0.5 + k / 100, "mean": 0.5 + k / 100})
-                                      for k in range(3)}
-
-    for other, (w, t_, l_) in {"random": (3, 0, 0), "ensemble-score": (2, 0, 1), "sft": (3, 0, 0)}.items():
-        pair = s["paired"][other]
-        ref = np.array(AFTER["laser"])
-        base = np.array(AFTER[other]) if other != "sft" else np.array([0.50, 0.51, 0.52])
-        diff = ref - base
-        t_by_hand = diff.mean() / (diff.std(ddof=1) / np.sqrt(len(diff)))
-        assert (pair["wins"], pair["ties"], pair["losses"], pair["n"]) == (w, t_, l_, 3)
-        assert pair["mean_diff"] == pytest.approx(diff.mean())
-        assert pair["t"] == pytest.approx(t_by_hand)
-        assert 0 < pair["p"] < 1 and pair["reference"] == "laser"
-    assert s["paired"]["random"]["p"] < s["paired"]["ensemble-score"]["p"]
-    assert "laser" not in s["paired"]
-
-    time = s["time"]
-    assert "sft" not in time
-    assert time["random"]["relative_wall"] == pytest.approx(0.55)
-    assert time["random"]["relative_work"] == pytest.approx(45 / 90)  # without the set-up
-    assert time["laser"]["loop"] == pytest.approx(40.2) and time["laser"]["per_step"]["generate"] == 2.0
-
-    share = s["in_domain"]
-    assert list(share) == ["laser"]
-    assert share["laser"]["per_domain"] == pytest.approx({"math": 2.5 / 3, "mcq": 0.5, "yesno": 2.75 / 3})
-    laser = share["laser"]
-    assert (laser["lock_ins"], laser["task_runs"], laser["locked"]) == (1, 9, [[1, "mcq"]])
-
-    # the CSV: one row per method x seed x domain (and the mean)
-    path = write_csv(records, tmp_path / COMPARE_CSV)
-    rows = list(csv.DictReader(path.open()))
-    assert len(rows) == 3 * 3 * 4
-    row = next(r for r in rows if r["method"] == "laser" and r["seed"] == "1" and r["domain"] == "mcq")
-    assert float(row["accuracy"]) == pytest.approx(0.56) and row["in_domain_share"] == "0.0"
-    assert row["locked_in"] == "True" and row["run_dir"] == "runs/noise/laser/seed1"
-
-    console = Console(record=True, width=200)
-    render_compare({"summary": {"noise": s}, "ood_labels": {"noise": "out-of-domain noise"},
-                    "shared_runs": [{"method": "laser-paper", "seed": 0, "ood": "noise",
-                                     "same_as": "laser"}]},
-                   console)
-    text = " ".join(console.export_text().split())
-    assert "out-of-domain noise: test accuracy % after training (mean±std over 3 seeds)" in text
-    assert "paired test of laser vs each method" in text and "3/0/0" in text and "2/0/1" in text
-    assert "1/9 (s1:mcq)" in text and "time ×laser" in text
-    assert "note: laser-paper has the same settings as laser; it reuses that method's runs" in text
-
-    # one row of panels per ood kind
-    both = summarize([*records, *({**r, "ood": "bias"} for r in records)], methods=methods, reference="laser",
-                     learners=["laser"])
-    assert list(both) == ["noise", "bias"] and both["bias"]["accuracy"] == s["accuracy"]
-    png = plot_compare({"summary": both}, tmp_path / COMPARE_PNG)
-    assert png.stat().st_size > 10_000
-
-
-def test_paired_test_edge_cases() -> None:
-    assert paired_test({0: 0.5}, {0: 0.4}) == {"n": 1, "mean_diff": pytest.approx(0.1), "wins": 1, "ties": 0,
-                                               "losses": 0, "t": None, "p": None}
-    same = paired_test({0: 0.5, 1: 0.6}, {0: 0.5, 1: 0.6})
-    assert (same["ties"], same["mean_diff"], same["t"], same["p"]) == (2, 0.0, None, None)
-    assert paired_test({0: 0.5, 1: 0.6, 2: 0.7}, {1: 0.5, 2: 0.6})["n"] == 2  # only the seeds both have
-
-
-def test_split_choice(records: list[dict[str, Any]]) -> None:
-    m = metrics(0.7)
-    assert record_from_metrics(m, ood="bias", method="x", seed=0, split="dev")["accuracy"]["mean"] == 0.7
-    with pytest.raises(LaserError, match="--split 'eval': the runs evaluated on dev, test"):
-        record_from_metrics(m, ood="bias", method="x", seed=0, split="eval")
-    with pytest.raises(LaserError, match="recorded no accuracy"):
-        record_from_metrics({**m, "accuracy": {}}, ood="bias", method="x", seed=0, split=None)
-
-
-# ------------------------------------------------------------------------------------------ end to end
 def cli() -> typer.Typer:
     """The ``laser`` app when it has ``compare``; else an app holding ``compare`` alone."""
     from laser_app.commands import app
@@ -418,3 +204,44 @@ def test_parallel_workers(tiny: dict[str, Path], tmp_path: Path) -> None:
     again = json.loads((serial / COMPARE_JSON).read_text())
     # the same seeds give the same runs, in workers or in this process
     assert again["summary"]["bias"]["accuracy"] == data["summary"]["bias"]["accuracy"]
+
+
+@pytest.fixture
+def load_world_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every call of the world loader, which fails instead of building (a world takes minutes to build)."""
+    calls: list[dict[str, Any]] = []
+
+    def load_world(cache_dir: Any = None, **kwargs: Any) -> Any:
+        calls.append({"cache_dir": cache_dir, **kwargs})
+        raise OSError("no world in this test")
+
+    monkeypatch.setattr(laser_app.world, "load_world", load_world)
+    monkeypatch.setattr(laser_app.world.build, "load_world", load_world)
+    return calls
+
+
+def test_the_built_in_world_is_the_one_the_settings_name(load_world_calls: list[dict[str, Any]],
+                                                        tmp_path: Path) -> None:
+    shared = {"world_scale": 0.05, "world_seed": 3, "cache_dir": str(tmp_path / "cache")}
+    with pytest.raises(LaserError, match="could not load the built-in world: no world in this test"):
+        run_compare(parse_methods("random"), seeds=1, shared=shared, out=tmp_path / "cmp", progress=False)
+    assert len(load_world_calls) == 1
+    call = load_world_calls[0]
+    assert (call["scale"], call["seed"], Path(call["cache_dir"])) == (0.05, 3, tmp_path / "cache")
+    assert not (tmp_path / "cmp").exists()  # nothing is written before the world is there
+
+
+def test_world_scale_flag_reaches_the_world_loader(load_world_calls: list[dict[str, Any]],
+                                                   tmp_path: Path) -> None:
+    result = runner.invoke(cli(), ["compare", "--out", str(tmp_path / "cmp"), "--methods", "random", "--seeds",
+                                   "1", "--no-progress", "--world-scale", "0.05",
+                                   "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == "error: could not load the built-in world: no world in this test"
+    assert [c["scale"] for c in load_world_calls] == [0.05]
+
+
+def test_importing_compare_loads_no_torch() -> None:
+    code = "import sys, laser_app.compare; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from laser_adapters.methods import method_names
 from laser_app.config import (
-    POLICY_NAMES,
     RunConfig,
     field_help,
     format_validation_error,
@@ -64,7 +64,7 @@ def test_pairs_per_prompt_needs_two_responses_each() -> None:
 def test_unknown_policy_lists_the_valid_names() -> None:
     (line,) = errors_of(policy="greedy")
     assert line.startswith("policy (--policy): unknown policy 'greedy'; valid: ")
-    for name in POLICY_NAMES:
+    for name in method_names():
         assert name in line
     assert "fixed:NAME needs an RM name" in errors_of(policy="fixed:")[0]
 

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from laser_app.world import (
+    OOD_KINDS,
+    RM_FOR_TASK,
+    STOP,
     TASKS,
+    WORLD_VERSION,
     Example,
     World,
+    WorldSpec,
     build_world,
     check_answer,
     is_complete,
@@ -24,7 +32,8 @@ from laser_app.world import (
     write_jsonl,
 )
 from laser_app.world.quality import eval_candidates, info_text, pairwise_accuracy
-from laser_app.world.reward_models import Candidate, bias_key, label_pairs, near_miss
+from laser_app.world.specialists import Candidate, bias_key, label_pairs, near_miss
+from laser_app.world.specs import PolicySpec, RMTrainSpec
 
 # ----------------------------------------------------------------------------------------------- tasks
 
@@ -90,10 +99,12 @@ def test_check_answer_by_hand(task: str, response: str, answer: str, expected: b
 def test_jsonl_round_trip(tmp_path: Path) -> None:
     rows = make_tasks(0, n_train=5, n_dev=0, n_test=0)["train"] + [Example("Q: free text", None, "chat")]
     path = write_jsonl(rows, tmp_path / "d.jsonl")
-    back = read_jsonl(path)
-    assert [(e.prompt, e.answer, e.task) for e in back] == [(e.prompt, e.answer, e.task) for e in rows]
-    first = json.loads(path.read_text().splitlines()[0])
-    assert {"prompt", "answer", "task"} <= set(first)
+    assert read_jsonl(path) == rows
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    i, worked = next((i, e) for i, e in enumerate(rows) if e.solution is not None)
+    assert lines[i] == {"prompt": worked.prompt, "answer": worked.answer, "task": worked.task,
+                        "solution": worked.solution}
+    assert lines[-1] == {"prompt": "Q: free text", "answer": None, "task": "chat"}  # no solution: no field
 
 
 @pytest.mark.parametrize(("content", "match"), [
@@ -122,9 +133,44 @@ def test_task_helpers_import_no_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, laser_app.world as w; w.make_tasks(0, 1, 1, 1); print('torch' in sys.modules)"
+    code = ("import sys, laser_app.world as w; w.make_tasks(0, 1, 1, 1); w.WorldSpec().scaled(0.1)\n"
+            "from laser_app.world import OOD_KINDS, OodKind, RM_FOR_TASK, STOP\n"
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ----------------------------------------------------------------------------------------------- specs and roles
+
+
+def test_every_task_has_one_specialist_in_task_order() -> None:
+    assert tuple(RM_FOR_TASK) == TASKS  # the build pairs verifiers[i] with TASKS[i]
+    assert len(set(RM_FOR_TASK.values())) == len(TASKS)
+
+
+def test_scaled_spec_shrinks_sizes_steps_and_warmups() -> None:
+    spec = WorldSpec().scaled(0.01)  # by hand: round(n * 0.01), at least 16 / 8 / 4 / 2, warm-up <= steps // 10
+    assert (spec.n_sft, spec.n_rm, spec.n_train, spec.n_dev, spec.n_test) == ((20, 40, 60), 8, 10, 8, 8)
+    assert (spec.policy.steps, spec.policy.warmup, spec.policy_step) == (24, 2, 10)
+    assert [(v.steps, v.warmup, v.lr) for v in spec.verifiers] == [(12, 1, 2e-3), (4, 1, 2e-3), (4, 1, 2e-3)]
+    assert (spec.rm.steps, spec.rm.warmup, spec.curve_steps, spec.extra) == (2, 1, (), {"scale": 0.01})
+    assert spec.policy.hidden == WorldSpec().policy.hidden and spec.rm.lr == WorldSpec().rm.lr
+    assert WorldSpec().scaled(1) == WorldSpec()
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"verifiers": (RMTrainSpec(), RMTrainSpec())}, "verifiers needs one entry per task"),
+    ({"n_sft": (10, 10)}, "n_sft needs one entry per task"),
+    ({"policy": PolicySpec(steps=100), "policy_step": 101}, r"policy_step must be in \[1, policy.steps=100\]"),
+])
+def test_world_spec_rejects_contradictions(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        WorldSpec(**kwargs)
+
+
+def test_world_spec_rejects_bad_scale() -> None:
+    with pytest.raises(ValueError, match="scale must be in"):
+        WorldSpec().scaled(0)
 
 
 # ----------------------------------------------------------------------------------------------- RM rules
@@ -164,7 +210,7 @@ def test_eval_candidates_and_pairwise_accuracy() -> None:
 def test_rm_training_encoding_matches_the_classifier_rm(tmp_path: Path) -> None:
     from laser_adapters.reward_models import SequenceClassifierRM
     from laser_adapters.testing import tiny_classifier
-    from laser_app.world.reward_models import encode_pair
+    from laser_app.world.specialists import encode_pair
 
     rm = SequenceClassifierRM(str(tiny_classifier(tmp_path / "rm")), name="t")
     prompts, responses = ["Q: Is 4 even? A:", "Q: Which is largest? A) 1 B) 2 C) 3 D) 0 A:"], [" yes", " C"]
@@ -177,6 +223,18 @@ def test_rm_training_encoding_matches_the_classifier_rm(tmp_path: Path) -> None:
 TINY = 0.01
 
 
+def fingerprint(world: World) -> dict[str, Any]:
+    """Every file of a built world (hashed), with ``world.json`` read and its timings left out."""
+    out: dict[str, Any] = {}
+    for path in sorted(p for p in world.path.rglob("*") if p.is_file()):
+        rel = path.relative_to(world.path).as_posix()
+        if rel == "world.json":
+            out[rel] = {k: v for k, v in json.loads(path.read_text()).items() if k != "timings"}
+        else:
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> World:
     return build_world(tmp_path_factory.mktemp("cache"), seed=0, scale=TINY, progress=False, threads=1)
@@ -186,39 +244,66 @@ def test_small_build_writes_every_artifact(tiny_world: World) -> None:
     root = tiny_world.path
     assert root == world_dir(root.parent, 0, TINY) and is_complete(root)
     assert (root / "policy" / "config.json").is_file() and (root / "policy" / "tokenizer.json").is_file()
-    for ood in ("bias", "noise"):
+    for ood in OOD_KINDS:
         assert tiny_world.registry_file(ood) == root / f"rms-{ood}.toml"
-        for name in ("rm-a", "rm-b", "rm-c"):
+        for name in RM_FOR_TASK.values():
             assert (root / "rms" / ood / name / "config.json").is_file()
     assert {p.name for p in (root / "data").iterdir()} == {"train.jsonl", "dev.jsonl", "test.jsonl"}
     assert not [p for p in root.parent.iterdir() if ".building-" in p.name]
-    assert tiny_world.tasks == list(TASKS) and tiny_world.stop == "\n" and tiny_world.max_new_tokens >= 8
-    assert tiny_world.rm_for_task == {"math": "rm-a", "yesno": "rm-b", "mcq": "rm-c"}
+    assert tiny_world.tasks == list(TASKS) and tiny_world.stop == STOP
+    assert tiny_world.max_new_tokens == WorldSpec().max_new_tokens
+    assert tiny_world.rm_for_task == RM_FOR_TASK and tiny_world.ood_kinds == list(OOD_KINDS)
     data = tiny_world.data
     assert set(data) == {"train", "dev", "test"} and len(data["train"]) == 3 * 10
     assert data["test"] == make_splits(0, {"test": 8, "dev": 8, "train": 10})["test"]
 
 
-def test_small_build_rms_load_through_the_registry_and_score(tiny_world: World) -> None:
-    for ood in ("bias", "noise"):
-        registry = tiny_world.registry(ood)
-        assert sorted(registry.names) == ["rm-a", "rm-b", "rm-c"]
-        scores = registry.get("rm-b").score(["Q: Is 4 even? A:"] * 2, [" yes", " no"])
-        assert scores.shape == (2,) and np.isfinite(scores).all()
-        quality = tiny_world.quality(ood)
-        assert set(quality) == {"rm-a", "rm-b", "rm-c"}
-        assert all(0.0 <= v <= 1.0 for row in quality.values() for v in row.values())
+def test_small_build_rms_are_distinct_models_behind_the_registry(tiny_world: World) -> None:
+    prompts, responses = ["Q: Is 4 even? A:"] * 2, [" yes", " no"]
+    scores = {(ood, name): tiny_world.registry(ood).get(name).score(prompts, responses)
+              for ood in OOD_KINDS for name in RM_FOR_TASK.values()}
+    assert all(s.shape == (2,) and np.isfinite(s).all() for s in scores.values())
+    keys = list(scores)  # every registry entry points at its own trained model
+    assert all(not np.array_equal(scores[a], scores[b]) for i, a in enumerate(keys) for b in keys[i + 1:])
     with pytest.raises(ValueError, match="ood must be one of"):
         tiny_world.registry_file("length")
 
 
+def test_small_build_quality_is_what_the_saved_models_measure(tiny_world: World) -> None:
+    """Re-measure the quality matrix from the saved policy and RMs, as the build did on the dev split."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from laser_app.world.policy_model import generate
+
+    spec = WorldSpec().scaled(TINY)
+    policy = LlamaForCausalLM.from_pretrained(tiny_world.policy_path).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_world.policy_path)
+    dev = tiny_world.data["dev"]
+    samples = generate(policy, tok, [e.prompt for e in dev], n=spec.eval_samples, seed=tiny_world.seed + 2,
+                       temperature=tiny_world.temperature, max_new_tokens=tiny_world.max_new_tokens)
+    held_out = eval_candidates(dev, samples)
+    assert held_out  # else the comparison below is empty
+    for ood in OOD_KINDS:
+        registry = tiny_world.registry(ood)
+        measured = {name: pairwise_accuracy(registry.get(name).score, held_out) for name in RM_FOR_TASK.values()}
+        assert measured == tiny_world.quality(ood)
+
+
 def test_small_build_info_and_table(tiny_world: World) -> None:
+    from transformers import LlamaForCausalLM
+
+    from laser_app.world.policy_model import count_parameters
+
     info = tiny_world.info()
-    assert info["seed"] == 0 and set(info["quality"]) == {"bias", "noise"}
-    assert set(info["policy"]["greedy_test"]) == set(TASKS) and info["policy"]["parameters"] > 0
-    assert info["timings"]["total"] > 0
+    assert info["seed"] == 0 and info["version"] == WORLD_VERSION and info["torch_threads"] == 1
+    assert info["spec"] == json.loads(json.dumps(WorldSpec().scaled(TINY).to_dict()))
+    assert info["policy"]["parameters"] == count_parameters(LlamaForCausalLM.from_pretrained(tiny_world.policy_path))
+    assert set(info["policy"]["greedy_test"]) == set(TASKS)
+    stages = {k: v for k, v in info["timings"].items() if k != "total"}
+    assert info["timings"]["total"] == pytest.approx(sum(stages.values()), abs=0.01)
     text = info_text(info)
-    assert "rm-a" in text and "mcq" in text and "noise" in text
+    assert "rm-a" in text and "mcq" in text and "noise" in text and "1 torch thread)" in text
+    assert f"policy {info['policy']['parameters']}, each RM {info['rm_parameters']}" in text
 
 
 def test_load_world_uses_the_cache_and_can_refuse_to_build(tiny_world: World, tmp_path: Path) -> None:
@@ -233,12 +318,13 @@ def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_
 
     monkeypatch.setenv("LASER_CACHE_DIR", str(tmp_path))
     assert default_cache_dir() == tmp_path
-    assert world_dir(None, 3).parent == tmp_path and world_dir(None, 3).name.endswith("seed3")
+    assert world_dir(None, 3) == tmp_path / f"world-v{WORLD_VERSION}-seed3"
+    assert world_dir(None, 3, 0.5) == tmp_path / f"world-v{WORLD_VERSION}-seed3-scale0.5"
 
 
 def test_a_failed_build_leaves_nothing_that_looks_complete(monkeypatch: pytest.MonkeyPatch,
                                                            tmp_path: Path) -> None:
-    import laser_app.world.reward_models as rms
+    import laser_app.world.specialists as rms
 
     def broken(*args: object, **kwargs: object) -> list[float]:
         raise RuntimeError("interrupted while training a reward model")
@@ -253,8 +339,6 @@ def test_a_failed_build_leaves_nothing_that_looks_complete(monkeypatch: pytest.M
 
 
 def test_folders_of_killed_builds_are_removed_by_the_next_build(tmp_path: Path) -> None:
-    import os
-
     from laser_app.world.build import _remove_abandoned
 
     target = world_dir(tmp_path, 1, TINY)
@@ -268,7 +352,35 @@ def test_folders_of_killed_builds_are_removed_by_the_next_build(tmp_path: Path) 
 
 def test_build_is_deterministic_for_a_seed(tiny_world: World, tmp_path: Path) -> None:
     other = build_world(tmp_path, seed=0, scale=TINY, progress=False, threads=1)
-    for rel in ("data/train.jsonl", "rms-bias.toml"):
-        assert (other.path / rel).read_text() == (tiny_world.path / rel).read_text()
-    assert other.info()["quality"] == tiny_world.info()["quality"]
-    assert other.info()["policy"] == tiny_world.info()["policy"]
+    assert fingerprint(other) == fingerprint(tiny_world)
+
+
+def test_build_ignores_machine_load_and_core_count(tiny_world: World, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default build runs on one torch thread whatever the load, the cores or torch's own setting."""
+    import torch
+
+    def no_load() -> tuple[float, float, float]:
+        raise AssertionError("the build must not depend on the machine's load")
+
+    monkeypatch.setattr(os, "getloadavg", no_load)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        other = build_world(tmp_path, seed=0, scale=TINY, progress=False)
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(before)
+    assert other.info()["torch_threads"] == 1
+    assert fingerprint(other) == fingerprint(tiny_world)
+
+
+@pytest.mark.parametrize(("threads", "error", "match"), [
+    (0, ValueError, "threads must be >= 1, got 0"),
+    (1.0, TypeError, "threads must be an int, got 1.0"),
+])
+def test_build_rejects_bad_thread_counts(tmp_path: Path, threads: Any, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        build_world(tmp_path, seed=0, scale=TINY, progress=False, threads=threads)
+    assert list(tmp_path.iterdir()) == []

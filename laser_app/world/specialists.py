@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,31 +40,15 @@ from torch.nn.functional import softplus
 from transformers import LlamaForCausalLM, LlamaForSequenceClassification, PreTrainedTokenizerBase
 
 from laser_app.world.policy_model import optimizer_step, seeded
+from laser_app.world.roles import OOD_KINDS
+from laser_app.world.specs import RMTrainSpec
 from laser_app.world.tasks import LETTERS, TASKS, Example, check_answer, normalize, parse_number
 
-RM_FOR_TASK: dict[str, str] = {"math": "rm-a", "yesno": "rm-b", "mcq": "rm-c"}
-OOD_KINDS: tuple[str, ...] = ("bias", "noise")
 ScoreFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
 
 @dataclass(frozen=True)
-class RMTrainSpec:
-    """Budget and mixture of one RM's Bradley-Terry training."""
-
-    steps: int = 200
-    batch_pairs: int = 16
-    lr: float = 1e-3
-    warmup: int = 10
-    ood_share: float = 0.5
-    distractor_share: float = 0.3
-    aux_weight: float = 1.0
-
-    def to_dict(self) -> dict[str, float | int]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class PreferencePair:
+class RMTrainingPair:
     """A (prompt, chosen, rejected) triple with the prompt's task; ``tie``: shown in both orders (no preference)."""
 
     prompt: str
@@ -183,16 +167,16 @@ def make_candidates(examples: Sequence[Example], samples: Sequence[Sequence[str]
 
 
 def label_pairs(candidates: Sequence[Candidate], *, home: str, ood: str,
-                rng: np.random.Generator) -> list[PreferencePair]:
+                rng: np.random.Generator) -> list[RMTrainingPair]:
     """Order each candidate as an RM specialised in ``home`` with out-of-domain behaviour ``ood`` is trained."""
     if ood not in OOD_KINDS:
         raise ValueError(f"ood must be one of {list(OOD_KINDS)}, got {ood!r}")
-    pairs: list[PreferencePair] = []
+    pairs: list[RMTrainingPair] = []
     for c in candidates:
         if c.task != home and ood == "noise":
             first = bool(rng.random() < 0.5)
             a, b = (c.correct, c.wrong) if first else (c.wrong, c.correct)
-            pairs.append(PreferencePair(c.prompt, a, b, c.task, tie=True))
+            pairs.append(RMTrainingPair(c.prompt, a, b, c.task, tie=True))
             continue
         correct_first: bool | None = True
         if c.task != home:
@@ -201,7 +185,7 @@ def label_pairs(candidates: Sequence[Candidate], *, home: str, ood: str,
         if correct_first is None:
             continue
         chosen, rejected = (c.correct, c.wrong) if correct_first else (c.wrong, c.correct)
-        pairs.append(PreferencePair(c.prompt, chosen, rejected, c.task))
+        pairs.append(RMTrainingPair(c.prompt, chosen, rejected, c.task))
     return pairs
 
 
@@ -209,7 +193,8 @@ def label_pairs(candidates: Sequence[Candidate], *, home: str, ood: str,
 def new_reward_model(base: LlamaForCausalLM, *, seed: int) -> LlamaForSequenceClassification:
     """A one-label sequence classifier with ``base``'s transformer weights and a fresh scoring head.
 
-    >>> from laser_app.world.policy_model import PolicySpec, new_policy
+    >>> from laser_app.world.policy_model import new_policy
+    >>> from laser_app.world.specs import PolicySpec
     >>> base, _ = new_policy(PolicySpec(hidden=32, layers=1, intermediate=64), seed=0)
     >>> rm = new_reward_model(base, seed=0)
     >>> rm.config.num_labels, torch.equal(rm.model.embed_tokens.weight, base.model.embed_tokens.weight)
@@ -241,14 +226,14 @@ def _pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask
 
 
-def _cycle(items: Sequence[PreferencePair], rng: np.random.Generator) -> Iterator[PreferencePair]:
+def _cycle(items: Sequence[RMTrainingPair], rng: np.random.Generator) -> Iterator[RMTrainingPair]:
     while True:
         for i in rng.permutation(len(items)):
             yield items[int(i)]
 
 
 def train_reward_model(model: LlamaForSequenceClassification, tokenizer: PreTrainedTokenizerBase,
-                       pairs: Sequence[PreferencePair], home: str | None, spec: RMTrainSpec, *, seed: int,
+                       pairs: Sequence[RMTrainingPair], home: str | None, spec: RMTrainSpec, *, seed: int,
                        progress: Callable[[int], None] | None = None) -> list[float]:
     """Bradley-Terry training in place: minimise ``-log sigmoid(r(chosen) - r(rejected))`` (for a tie, the
     mean over both orders).

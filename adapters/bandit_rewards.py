@@ -1,9 +1,10 @@
-"""Bandit rewards for the RM selector, selectable by name.
+"""Bandit rewards for the RM selector, selectable by name, each declaring what it reads.
 
-Each function turns what one DPO step produced (a ``StepResult`` and the loop's ``extra`` inputs) into
-one raw reward for the arm that was chosen, higher is better; the selector then normalizes it. A
-function sees one *unit*: the whole group under ``batch`` granularity, or a single prompt under
-``instance`` granularity, described by :class:`RewardInputs`.
+Each function turns what one DPO step produced (the step's losses and the typed :class:`StepInputs` the
+loop reports) into one raw reward for the arm that was chosen, higher is better; the selector then
+normalizes it. A function sees one *unit*: the whole group under ``batch`` granularity, or a single prompt
+under ``instance`` granularity, described by :class:`RewardInputs`. :data:`BANDIT_REWARDS` lists every
+reward with the optional inputs it reads (:attr:`BanditReward.reads`), so the loop computes exactly those.
 
 >>> import numpy as np
 >>> from types import SimpleNamespace
@@ -13,6 +14,8 @@ function sees one *unit*: the whole group under ``batch`` granularity, or a sing
 -0.9
 >>> round(get_reward("nll")(RewardInputs(result=result, rm="rm-a", rm_names=("rm-a", "rm-b"))), 6)
 -0.205
+>>> sorted(BANDIT_REWARDS["heldout"].reads), BANDIT_REWARDS["heldout"].reads_labels
+(['correct'], True)
 """
 
 from __future__ import annotations
@@ -46,13 +49,69 @@ class StepLosses(Protocol):
 
 
 @dataclass(frozen=True)
+class AnswerLosses:
+    """Losses without a training step: the NLL of chosen answers under the policy (best-of-n answering).
+
+    It stands where a step's ``StepResult`` would, one entry per answer; there is no DPO term, so a reward
+    that reads one fails with a clear message.
+
+    >>> round(AnswerLosses(np.array([0.5, 1.5])).loss, 3), get_reward("nll")(RewardInputs(
+    ...     result=AnswerLosses(np.array([0.5, 1.5])), rm="a", rm_names=("a",)))
+    (1.0, -1.0)
+    """
+
+    nll_losses: FloatArray
+
+    @property
+    def losses(self) -> FloatArray:
+        """The total loss per answer: its NLL."""
+        return self.nll_losses
+
+    @property
+    def loss(self) -> float:
+        """The mean NLL."""
+        return float(np.mean(self.nll_losses))
+
+    @property
+    def dpo_losses(self) -> FloatArray:
+        """There is none: no DPO step was taken."""
+        raise ValueError("no DPO step was taken (best-of-n answering), so there is no DPO loss: use a reward "
+                         "that reads the NLL or the answers")
+
+
+#: Per prompt of the batch (a list over the batch, or a dict by batch position): one value per response.
+PerPrompt = Sequence[Any] | Mapping[int, Any]
+
+#: The optional inputs a reward may read (fields of :class:`StepInputs`).
+OPTIONAL_INPUTS = ("scores", "correct", "responses", "loss_after")
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    """What the loop reports to a selector with one DPO step, besides the step's losses.
+
+    ``pair_prompt``: for each pair of the step, the batch position of its prompt (instance granularity
+    needs it). The rest is given only to rewards that read it (:attr:`BanditReward.reads`): ``scores``,
+    batch position -> RM name -> scores of that prompt's responses (``agreement``'s probe prompts);
+    ``correct``, per prompt one boolean per response (``heldout``; reads the answers); ``responses``, per
+    prompt the scored responses (``consistency``); ``loss_after``, the same pairs' losses after the step
+    (``loss-decrease``: a ``StepResult`` of ``DPOStep.evaluate``, per-pair losses, or the mean).
+    """
+
+    pair_prompt: Sequence[int] | None = None
+    scores: PerPrompt | None = None
+    correct: PerPrompt | None = None
+    responses: PerPrompt | None = None
+    loss_after: Any = None
+
+
+@dataclass(frozen=True)
 class RewardInputs:
     """What a reward function may read for one rewarded unit.
 
     ``pair_index`` selects the unit's pairs among the step's pairs (``None``: all of them);
     ``prompt_indices`` are the unit's prompts (batch positions); ``rm_scores`` maps a batch position to
-    the scores the chosen RM gave that prompt's responses; ``extra`` is what the loop passed to
-    ``feedback``.
+    the scores the chosen RM gave that prompt's responses; ``step`` is what the loop reported with the step.
     """
 
     result: StepLosses
@@ -61,7 +120,7 @@ class RewardInputs:
     prompt_indices: Sequence[int] = ()
     pair_index: NDArray[np.int64] | None = None
     rm_scores: Mapping[int, FloatArray] = field(default_factory=dict)
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    step: StepInputs = field(default_factory=StepInputs)
 
     def pick(self, values: Any, what: str) -> FloatArray:
         """``values`` (one per pair of the step) restricted to this unit's pairs, checked non-empty."""
@@ -113,22 +172,22 @@ def neg_nll_loss(inp: RewardInputs) -> float:
 def loss_decrease(inp: RewardInputs) -> float:
     """Loss before the step minus loss after it, on the same pairs.
 
-    Needs ``extra["loss_after"]``: a float (the mean after the step, whole-step units only), an array
-    with one loss per pair, or a ``StepResult`` from ``DPOStep.evaluate`` on the same pairs.
+    Reads ``loss_after``: a float (the mean after the step, whole-step units only), an array with one
+    loss per pair, or a ``StepResult`` from ``DPOStep.evaluate`` on the same pairs.
     """
-    if "loss_after" not in inp.extra:
-        raise ValueError("reward 'loss-decrease' needs extra['loss_after']: evaluate the same pairs after "
+    if inp.step.loss_after is None:
+        raise ValueError("reward 'loss-decrease' needs loss_after: evaluate the same pairs after "
                          "the step (DPOStep.evaluate) and pass its StepResult or per-pair losses")
-    after = inp.extra["loss_after"]
+    after = inp.step.loss_after
     if hasattr(after, "losses"):
         after = after.losses
     if np.ndim(after) == 0:
         if inp.pair_index is not None:
             raise ValueError("reward 'loss-decrease' under instance granularity needs per-pair losses in "
-                             f"extra['loss_after'], got the scalar {after!r}")
+                             f"loss_after, got the scalar {after!r}")
         return float(inp.result.loss) - float(after)
     before = inp.pick(inp.result.losses, "losses")
-    return float(before.mean() - inp.pick(after, "extra['loss_after']").mean())
+    return float(before.mean() - inp.pick(after, "loss_after").mean())
 
 
 def _agreement_one(chosen: FloatArray, others: Sequence[FloatArray]) -> tuple[float, int]:
@@ -142,11 +201,11 @@ def _agreement_one(chosen: FloatArray, others: Sequence[FloatArray]) -> tuple[fl
     return float(np.mean(agree)), int(keep.sum())
 
 
-def _score_dicts(extra: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
-    if "scores" not in extra:
-        raise ValueError("reward 'agreement' needs extra['scores']: for the probe prompts, a dict "
+def _score_dicts(step: StepInputs) -> dict[int, Mapping[str, Any]]:
+    if step.scores is None:
+        raise ValueError("reward 'agreement' needs scores: for the probe prompts, a dict "
                          "{prompt index: {rm name: scores}} (or a list with None where not probed)")
-    raw = extra["scores"]
+    raw = step.scores
     items = raw.items() if isinstance(raw, Mapping) else enumerate(raw)
     return {int(k): v for k, v in items if v is not None}
 
@@ -155,15 +214,15 @@ def agreement(inp: RewardInputs) -> float:
     """Agreement of the chosen RM's preferences with the other RMs on the probe prompts, in [0, 1].
 
     For every pair of responses the chosen RM strictly orders, the share of other RMs that order it the
-    same way, averaged over pairs. Probe prompts are those in ``extra["scores"]`` with the chosen RM
+    same way, averaged over pairs. Probe prompts are those in ``scores`` with the chosen RM
     and at least one other RM; the unit's own probe prompts are used when it has any, otherwise all of
     the batch's.
     """
-    dicts = _score_dicts(inp.extra)
+    dicts = _score_dicts(inp.step)
     probes = {k: d for k, d in dicts.items() if inp.rm in d and any(n != inp.rm for n in d)}
     if not probes:
         raise ValueError(f"reward 'agreement' found no probe prompt scored by {inp.rm!r} and another RM in "
-                         "extra['scores']; use probe_size >= 1 and score the probe prompts with every RM")
+                         "scores; use probe_size >= 1 and score the probe prompts with every RM")
     own = [k for k in inp.prompt_indices if k in probes]
     total, weight = 0.0, 0
     for k in own or sorted(probes):
@@ -171,42 +230,42 @@ def agreement(inp: RewardInputs) -> float:
         chosen = np.asarray(d[inp.rm], dtype=np.float64)
         others = [np.asarray(d[n], dtype=np.float64) for n in d if n != inp.rm]
         if any(len(o) != len(chosen) for o in others):
-            raise ValueError(f"extra['scores'][{k}] has score arrays of different lengths")
+            raise ValueError(f"scores[{k}] has score arrays of different lengths")
         a, w = _agreement_one(chosen, others)
         total, weight = total + a * w, weight + w
     return total / weight if weight else 0.0
 
 
-def _correct_for(extra: Mapping[str, Any], index: int) -> Any:
-    raw = extra["correct"]
-    if isinstance(raw, Mapping):
-        return raw.get(index)
-    return raw[index] if 0 <= index < len(raw) else None
+def _for_prompt(values: PerPrompt, index: int) -> Any:
+    """``values``' entry for batch position ``index`` (None when it has none)."""
+    if isinstance(values, Mapping):
+        return values.get(index)
+    return values[index] if 0 <= index < len(values) else None
 
 
 def heldout(inp: RewardInputs) -> float:
     """Correctness of the chosen RM's top-ranked response, averaged over the unit's prompts, in [0, 1].
 
-    Needs ``extra["correct"]``: per prompt (a list over the batch, or a dict by batch position), one
-    boolean per response. The top response is the first with the highest score of the chosen RM.
+    Reads ``correct``: per prompt (a list over the batch, or a dict by batch position), one boolean per
+    response. The top response is the first with the highest score of the chosen RM.
     """
-    if "correct" not in inp.extra:
-        raise ValueError("reward 'heldout' needs extra['correct']: per prompt, one boolean per response "
+    if inp.step.correct is None:
+        raise ValueError("reward 'heldout' needs correct: per prompt, one boolean per response "
                          "(whether it matches the reference answer)")
     values = []
     for k in inp.prompt_indices:
-        corr = _correct_for(inp.extra, k)
+        corr = _for_prompt(inp.step.correct, k)
         scores = inp.rm_scores.get(k)
         if corr is None or scores is None:
             continue
         corr = np.asarray(corr, dtype=bool)
         if len(corr) != len(scores):
-            raise ValueError(f"extra['correct'][{k}] has {len(corr)} entries but {len(scores)} responses "
-                             "were scored")
+            raise ValueError(f"correct[{k}] has {len(corr)} entries but {len(scores)} responses were "
+                             "scored")
         values.append(float(corr[int(np.argmax(scores))]))
     if not values:
         raise NoRewardSignal(f"reward 'heldout' found no prompt among {list(inp.prompt_indices)} with both "
-                         "scores and extra['correct']")
+                         "scores and correct")
     return float(np.mean(values))
 
 
@@ -231,20 +290,19 @@ def consistency(inp: RewardInputs) -> float:
     samples give (self-consistency), averaged over the unit's prompts, in [0, 1]. When several answers tie
     for most frequent, agreeing with one of them counts ``1 / (number tied)``.
 
-    Needs ``extra["responses"]``: per prompt (a list over the batch, or a dict by batch position), the
-    responses the RM scored.
+    Reads ``responses``: per prompt (a list over the batch, or a dict by batch position), the responses the
+    RM scored.
     """
-    if "responses" not in inp.extra:
-        raise ValueError("reward 'consistency' needs extra['responses']: per prompt, the scored responses")
-    raw = inp.extra["responses"]
+    if inp.step.responses is None:
+        raise ValueError("reward 'consistency' needs responses: per prompt, the scored responses")
     values = []
     for k in inp.prompt_indices:
-        responses = raw.get(k) if isinstance(raw, Mapping) else (raw[k] if 0 <= k < len(raw) else None)
+        responses = _for_prompt(inp.step.responses, k)
         scores = inp.rm_scores.get(k)
         if responses is None or scores is None:
             continue
         if len(responses) != len(scores):
-            raise ValueError(f"extra['responses'][{k}] has {len(responses)} entries but {len(scores)} "
+            raise ValueError(f"responses[{k}] has {len(responses)} entries but {len(scores)} "
                              "responses were scored")
         keys = [answer_key(str(r)) for r in responses]
         counts = Counter(keys)
@@ -258,16 +316,43 @@ def consistency(inp: RewardInputs) -> float:
     return float(np.mean(values))
 
 
-MAB_REWARDS: dict[str, RewardFn] = {
-    "dpo+nll": neg_total_loss,
-    "dpo": neg_dpo_loss,
-    "nll": neg_nll_loss,
-    "loss-decrease": loss_decrease,
-    "agreement": agreement,
-    "heldout": heldout,
-    "consistency": consistency,
-}
-"""Bandit reward functions by name; ``"dpo+nll"`` is the paper's."""
+@dataclass(frozen=True)
+class BanditReward:
+    """A bandit reward: its function, the optional :class:`StepInputs` fields it reads, and whether it
+    reads the gold answers (``reads_labels``: a method using it belongs to a labelled information budget)."""
+
+    name: str
+    fn: RewardFn
+    reads: frozenset[str] = frozenset()
+    reads_labels: bool = False
+
+
+BANDIT_REWARDS: dict[str, BanditReward] = {r.name: r for r in (
+    BanditReward("dpo+nll", neg_total_loss),
+    BanditReward("dpo", neg_dpo_loss),
+    BanditReward("nll", neg_nll_loss),
+    BanditReward("loss-decrease", loss_decrease, frozenset({"loss_after"})),
+    BanditReward("agreement", agreement, frozenset({"scores"})),
+    BanditReward("heldout", heldout, frozenset({"correct"}), reads_labels=True),
+    BanditReward("consistency", consistency, frozenset({"responses"})),
+)}
+"""Bandit rewards by name; ``"dpo+nll"`` is the paper's."""
+
+
+def get_bandit_reward(name: str) -> BanditReward:
+    """The reward registered as ``name``.
+
+    >>> get_bandit_reward("dpo").fn.__name__
+    'neg_dpo_loss'
+    >>> get_bandit_reward("accuracy")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown bandit reward 'accuracy'; valid names: dpo+nll, dpo, nll, loss-decrease, ...
+    """
+    try:
+        return BANDIT_REWARDS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown bandit reward {name!r}; valid names: {', '.join(BANDIT_REWARDS)}") from None
 
 
 def get_reward(name: str) -> RewardFn:
@@ -275,12 +360,5 @@ def get_reward(name: str) -> RewardFn:
 
     >>> get_reward("dpo").__name__
     'neg_dpo_loss'
-    >>> get_reward("accuracy")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: unknown bandit reward 'accuracy'; valid names: dpo+nll, dpo, nll, loss-decrease, ...
     """
-    try:
-        return MAB_REWARDS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown bandit reward {name!r}; valid names: {', '.join(MAB_REWARDS)}") from None
+    return get_bandit_reward(name).fn

@@ -1,0 +1,277 @@
+"""The methods of a comparison: ``--methods`` parsing, the LASeR aliases and the default method list.
+
+A method is ``sft`` (the starting policy), a name of the method table :data:`laser_adapters.methods.METHODS`
+(``linucb``, ``random``, ``fixed:rm-a``, ...), a LASeR alias from :data:`METHOD_ALIASES`, or any of these
+but sft with ``RunConfig`` overrides in brackets: ``linucb[scope=global,mab_reward=dpo+nll]``.
+
+>>> [m.label for m in parse_methods("sft, fixed:rm-a, linucb[alpha=0.2,scope=per-context], laser-dpo")]
+['sft', 'fixed:rm-a', 'linucb[alpha=0.2,scope=per-context]', 'laser-dpo']
+>>> dict(parse_methods("laser-dpo")[0].settings)
+{'policy': 'linucb', 'mab_reward': 'dpo'}
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from laser_adapters.methods import METHODS, get_method
+from laser_adapters.methods import method_names as method_table_names
+from laser_app.config import RunConfig, parse_value
+from laser_app.errors import LaserError
+
+SFT = "sft"
+#: The default LASeR variant: the reference of the paired tests and of relative wall time.
+LASER = "laser"
+#: LinUCB's alpha in the paper's reference code (``LinUCB(d, K, alpha=0.1)``, rewards in [0, 1]).
+PAPER_ALPHA = 0.1
+
+#: LASeR variants by name: ``RunConfig`` settings over the shared ones (``policy`` defaults to RunConfig's).
+METHOD_ALIASES: dict[str, dict[str, Any]] = {
+    # the default LASeR variant: RunConfig's defaults, whatever they are
+    "laser": {},
+    # the paper's bandit: LinUCB (ridge 1, no discount), one RM per batch, reward = -(DPO + NLL loss)
+    # normalized by global 20/80 quantiles and learned as is (no baseline). The loop's own settings
+    # (context encoder, beta, NLL weight, ...) stay shared; their defaults are the paper's.
+    "laser-paper": {"policy": "linucb", "alpha": PAPER_ALPHA, "ridge": 1.0, "discount": 1.0,
+                    "granularity": "batch", "mab_reward": "dpo+nll", "scope": "global",
+                    "normalizer": "quantile", "quantile_low": 0.2, "quantile_high": 0.8,
+                    "reward_baseline": 0.0},
+    "laser-percontext": {"scope": "per-context"},
+    "laser-dpo": {"mab_reward": "dpo"},
+    "laser-instance": {"granularity": "instance"},
+}
+#: One line per alias, for help texts.
+ALIAS_HELP: dict[str, str] = {
+    "laser": "the default LASeR variant (RunConfig's defaults)",
+    "laser-paper": f"the paper's settings (dpo+nll reward, global quantiles, raw normalized reward, "
+                   f"alpha {PAPER_ALPHA})",
+    "laser-percontext": "default LASeR with per-context (per-task) reward normalization",
+    "laser-dpo": "default LASeR with the DPO term alone as the bandit reward",
+    "laser-instance": "default LASeR choosing an RM per prompt (instance granularity)",
+}
+#: RunConfig fields that compare sets per run; a method or shared setting may not set them.
+RESERVED_FIELDS: dict[str, str] = {
+    "policy": "each method is its own policy; name it in --methods (e.g. lints or lints[alpha=0.5])",
+    "seed": "compare runs seeds 0..N-1; use --seeds N",
+    "ood": "use compare's --ood (e.g. --ood bias,noise)",
+    "out": "use compare's --out for the compare folder",
+    "overwrite": "use compare's --rerun to run complete runs again",
+}
+#: Baselines in the default method list (with sft, fixed:<each RM> and the LASeR aliases).
+DEFAULT_BASELINES = tuple(m.name for m in METHODS.values() if m.in_compare and not m.learns)
+
+
+class MethodError(LaserError):
+    """Bad ``--methods``: one message line per problem (``lines``).
+
+    >>> str(MethodError(["unknown method 'greedy'", "method 'random' is listed twice"]))
+    "unknown method 'greedy'; method 'random' is listed twice"
+    """
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        self.lines = list(lines)
+        super().__init__("; ".join(self.lines))
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the comparison: ``settings`` are the RunConfig values it sets (its policy included).
+
+    >>> m = parse_method("laser[alpha=0.5]")
+    >>> m.policy, m.learns, m.slug
+    ('linucb', True, 'laser-alpha-0.5-70ad91')
+    """
+
+    label: str
+    base: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_sft(self) -> bool:
+        """Whether this is the starting policy (no run of its own)."""
+        return self.base == SFT
+
+    @property
+    def policy(self) -> str | None:
+        """The ``--policy`` its runs use (``None`` for sft)."""
+        return None if self.is_sft else str(self.settings["policy"])
+
+    @property
+    def learns(self) -> bool:
+        """Whether a bandit chooses the RM (a LASeR variant), so in-domain share and lock-in apply."""
+        return self.policy is not None and get_method(self.policy).learns
+
+    @property
+    def slug(self) -> str:
+        """A folder name: the label made file-safe, plus a short hash when the label has overrides."""
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", self.label).strip("-")
+        if "[" in self.label:
+            slug += "-" + hashlib.sha1(self.label.encode()).hexdigest()[:6]
+        return slug
+
+
+def method_names() -> list[str]:
+    """Every valid method name (``fixed:NAME`` with an RM name); overrides go in brackets after any but sft.
+
+    >>> method_names()[:3]
+    ['sft', 'laser', 'laser-paper']
+    """
+    return [SFT, *METHOD_ALIASES, *method_table_names()]
+
+
+def split_top_level(text: str) -> list[str]:
+    """Split ``text`` on commas outside brackets.
+
+    >>> split_top_level("sft,linucb[alpha=0.2,scope=global],random")
+    ['sft', 'linucb[alpha=0.2,scope=global]', 'random']
+    """
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "[":
+            depth += 1
+            if depth > 1:
+                raise MethodError([f"--methods {text!r}: brackets cannot nest (at position {i})"])
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise MethodError([f"--methods {text!r}: ']' without '[' (at position {i})"])
+        elif ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    if depth:
+        raise MethodError([f"--methods {text!r}: '[' is never closed; write NAME[key=value,...]"])
+    items.append(text[start:])
+    return [s.strip() for s in items]
+
+
+def check_setting(key: str, where: str, *, flag: bool = False) -> str:
+    """``key`` as a RunConfig field name (dashes become underscores); raises for unknown or reserved keys
+    (suggesting close names, as flags when ``flag``).
+
+    >>> check_setting("batch-size", "compare")
+    'batch_size'
+    >>> check_setting("sed", "compare")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    laser_app.compare.methods.MethodError: compare: unknown setting 'sed'; did you mean seed? ...
+    """
+    name = key.strip().replace("-", "_")
+    if name in RESERVED_FIELDS:
+        raise MethodError([f"{where}: {name!r} cannot be set here: {RESERVED_FIELDS[name]}"])
+    if name not in RunConfig.model_fields:
+        close = difflib.get_close_matches(name, list(RunConfig.model_fields), n=3)
+        shown = ["--" + c.replace("_", "-") for c in close] if flag else close
+        hint = f"did you mean {', '.join(shown)}? " if close else ""
+        raise MethodError([f"{where}: unknown setting {key.strip()!r}; {hint}valid settings are the "
+                           "fields of laser run (see laser run --help)"])
+    return name
+
+
+def _parse_overrides(name: str, body: str, spec: str) -> tuple[dict[str, Any], list[str]]:
+    """``key=value,key=value`` -> ({field: value}, ["key=raw", ...]); a part without ``=`` continues the
+    previous value (``rms=rm-a,rm-b``)."""
+    raw: dict[str, str] = {}
+    last: str | None = None
+    for part in body.split(","):
+        part = part.strip()
+        if "=" in part:
+            key, _, value = part.partition("=")
+            last = check_setting(key, f"method {spec!r}")
+            if last in raw:
+                raise MethodError([f"method {spec!r}: {last} is set twice"])
+            raw[last] = value.strip()
+        elif last is not None and part:
+            raw[last] += "," + part
+        else:
+            raise MethodError([f"method {spec!r}: expected key=value inside the brackets, got {part!r}; "
+                               f"e.g. {name}[alpha=0.2,scope=per-context]"])
+    return {k: parse_value(v) for k, v in raw.items()}, [f"{k}={v}" for k, v in raw.items()]
+
+
+def _check_name(name: str, spec: str) -> None:
+    if not name:
+        raise MethodError([f"empty method name in {spec!r}; valid: {', '.join(method_names())}"])
+    if name.startswith("fixed:"):
+        if not name[len("fixed:"):].strip():
+            raise MethodError([f"method {spec!r}: fixed:NAME needs an RM name after the colon, "
+                               "e.g. fixed:rm-a"])
+    elif name not in (SFT, *METHOD_ALIASES, *method_table_names()):
+        raise MethodError([f"unknown method {name!r}; valid: {', '.join(method_names())}"])
+
+
+def parse_method(spec: str) -> Method:
+    """Parse one method: ``NAME`` or ``NAME[key=value,...]`` (see :func:`method_names`).
+
+    >>> m = parse_method("linucb[scope=global, mab-reward=dpo+nll]")
+    >>> m.label
+    'linucb[scope=global,mab_reward=dpo+nll]'
+    >>> dict(m.settings)
+    {'policy': 'linucb', 'scope': 'global', 'mab_reward': 'dpo+nll'}
+    """
+    match = re.fullmatch(r"\s*([^\[\]]*?)\s*(?:\[(.*)\])?\s*", spec)
+    name = match.group(1) if match else ""
+    _check_name(name, spec)
+    body = match.group(2) if match else None
+    if name == SFT:
+        if body is not None:
+            raise MethodError([f"method {spec!r}: sft is the starting policy and takes no settings"])
+        return Method(label=SFT, base=SFT)
+    overrides, shown = _parse_overrides(name, body, spec) if body is not None and body.strip() else ({}, [])
+    if name in METHOD_ALIASES:
+        alias = dict(METHOD_ALIASES[name])
+        settings = {"policy": alias.pop("policy", RunConfig.model_fields["policy"].default), **alias}
+    else:
+        settings = {"policy": name}
+    settings.update(overrides)
+    label = f"{name}[{','.join(shown)}]" if shown else name
+    return Method(label=label, base=name, overrides=overrides, settings=settings)
+
+
+def parse_methods(text: str | Sequence[str]) -> list[Method]:
+    """Parse ``--methods``: methods separated by commas outside brackets (see :func:`parse_method`).
+
+    >>> [m.label for m in parse_methods(["random", "lints[alpha=0.5]"])]
+    ['random', 'lints[alpha=0.5]']
+    """
+    items = split_top_level(text) if isinstance(text, str) else [s.strip() for s in text]
+    if not any(items):
+        raise MethodError([f"--methods is empty; valid: {', '.join(method_names())}"])
+    methods = [parse_method(item) for item in items if item]
+    seen: set[str] = set()
+    for m in methods:
+        if m.label in seen:
+            raise MethodError([f"method {m.label!r} is listed twice in --methods"])
+        seen.add(m.label)
+    return methods
+
+
+def default_methods(rm_names: Sequence[str]) -> list[Method]:
+    """sft, each single RM, the baselines and every LASeR alias.
+
+    >>> [m.label for m in default_methods(["rm-a", "rm-b"])][:4]
+    ['sft', 'fixed:rm-a', 'fixed:rm-b', 'random']
+    """
+    names = [SFT, *(f"fixed:{rm}" for rm in rm_names), *DEFAULT_BASELINES, *METHOD_ALIASES]
+    return [parse_method(n) for n in names]
+
+
+def pick_reference(methods: Sequence[Method], reference: str | None = None) -> str | None:
+    """The method the others are tested against: ``reference``, else ``laser``, else the first learner.
+
+    >>> pick_reference(parse_methods("random,lints,laser-dpo"))
+    'lints'
+    """
+    labels = [m.label for m in methods]
+    if reference is not None:
+        if reference not in labels:
+            raise MethodError([f"--reference {reference!r} is not among the methods ({', '.join(labels)})"])
+        return reference
+    if LASER in labels:
+        return LASER
+    return next((m.label for m in methods if m.learns), None)

@@ -1,0 +1,233 @@
+"""What a comparison runs: the settings every run shares, each method's config, the RMs and ood kinds in
+use, and the planned runs with their folders (reused when complete, refused when made otherwise).
+
+>>> from laser_app.compare.methods import parse_methods
+>>> runs = plan_runs(parse_methods("random,laser"), {}, seeds=2, oods=["bias"], root=Path("cmp"))
+>>> [(r.method, r.seed, r.path.as_posix()) for r in runs][:2]
+[('random', 0, 'cmp/runs/bias/random/seed0'), ('laser', 0, 'cmp/runs/bias/laser/seed0')]
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from pydantic import ValidationError
+
+from laser_app.compare.methods import RESERVED_FIELDS, Method, MethodError, check_setting
+from laser_app.config import RunConfig, format_validation_error, load_config_file
+from laser_app.errors import LaserError, RunDirError
+from laser_app.run_dir import CONFIG, METRICS, RunDir, read_json
+from laser_app.world import OOD_KINDS, world_for
+
+if TYPE_CHECKING:
+    from laser_app.world import World
+
+
+class SharedSettings(NamedTuple):
+    """What :func:`shared_settings` returns."""
+
+    values: dict[str, Any]
+    dropped: list[str]
+    ood: str | None
+
+
+def shared_settings(config_file: str | Path | None, overrides: Mapping[str, Any]) -> SharedSettings:
+    """The settings every run shares: ``--config`` file values overridden by flags. The file's ``policy``,
+    ``seed``, ``out`` and ``overwrite`` are dropped (compare sets them per run; their names are returned)
+    and its ``ood``, if any, is returned apart (compare's ``--ood`` default).
+
+    >>> shared_settings(None, {"iterations": "2", "batch-size": 4}).values
+    {'iterations': '2', 'batch_size': 4}
+    """
+    values = load_config_file(config_file) if config_file is not None else {}
+    ood = values.pop("ood", None)
+    dropped = sorted(k for k in values if k in RESERVED_FIELDS)
+    values = {k: v for k, v in values.items() if k not in RESERVED_FIELDS}
+    for key, value in overrides.items():
+        if value is not None:
+            values[check_setting(key, "compare")] = value
+    return SharedSettings(values, dropped, None if ood is None else str(ood))
+
+
+def base_config(shared: Mapping[str, Any]) -> RunConfig:
+    """The shared settings as a RunConfig (checked: unknown, reserved or bad values raise one line each).
+
+    >>> base_config({"iterations": 2}).iterations
+    2
+    """
+    for key in shared:
+        check_setting(key, "compare")
+    try:
+        return RunConfig.model_validate(dict(shared))
+    except ValidationError as err:
+        raise MethodError(["invalid configuration: " + line
+                           for line in format_validation_error(err)]) from None
+
+
+def method_config(method: Method, shared: Mapping[str, Any], **per_run: Any) -> RunConfig:
+    """One run's RunConfig: ``method``'s settings over the shared ones, ``per_run`` over both."""
+    return RunConfig.model_validate({**shared, **method.settings, **per_run})
+
+
+def check_method_configs(methods: Sequence[Method], shared: Mapping[str, Any],
+                         rm_names: Sequence[str]) -> None:
+    """Validate every method's settings before anything runs: one error line per field and method."""
+    try:
+        RunConfig.model_validate(dict(shared))
+    except ValidationError as err:
+        raise MethodError(["invalid configuration: " + line
+                           for line in format_validation_error(err)]) from None
+    lines: list[str] = []
+    for m in methods:
+        if m.is_sft:
+            continue
+        fixed = m.base[len("fixed:"):] if m.base.startswith("fixed:") else None
+        if fixed is not None and fixed not in rm_names:
+            lines.append(f"method {m.label}: RM {fixed!r} is not among the RMs in use; valid names: "
+                         f"{', '.join(rm_names)}")
+            continue
+        try:
+            method_config(m, shared)
+        except ValidationError as err:
+            lines += [f"method {m.label}: {line}" for line in format_validation_error(err)]
+    if lines:
+        raise MethodError(lines)
+
+
+def parse_oods(text: str | Sequence[str] | None) -> list[str] | None:
+    """``--ood bias,noise`` as a list (``None`` when not given).
+
+    >>> parse_oods("noise, bias")
+    ['noise', 'bias']
+    """
+    if text is None:
+        return None
+    items = [s.strip() for s in (text.split(",") if isinstance(text, str) else text) if s.strip()]
+    bad = [s for s in items if s not in OOD_KINDS]
+    if bad or not items:
+        raise LaserError(f"--ood {text!r}: unknown kind {', '.join(map(repr, bad)) or '(none)'}; valid: "
+                         f"{', '.join(OOD_KINDS)} (comma-separated)")
+    return list(dict.fromkeys(items))
+
+
+def compare_world(cfg: RunConfig, *, progress: bool) -> World | None:
+    """The built-in world the shared settings ``cfg`` name (its cache folder, seed and scale), when a run
+    needs it for its model, data or RMs; else ``None``.
+
+    >>> compare_world(RunConfig(model="m", data="d.jsonl", rm_registry="rms.toml"), progress=False) is None
+    True
+    """
+    if cfg.model is None or cfg.data is None or cfg.rm_registry is None:
+        return world_for(cfg, progress=progress)
+    return None
+
+
+def rm_names_for(cfg: RunConfig, world: World | None) -> list[str]:
+    """The RMs the runs use: ``rms``, else every RM in ``rm_registry``, else the built-in world's.
+
+    >>> rm_names_for(RunConfig(rms="rm-a,rm-b"), None)
+    ['rm-a', 'rm-b']
+    """
+    if cfg.rms is not None:
+        return list(cfg.rms)
+    if cfg.rm_registry is not None:
+        from laser_adapters.reward_models.registry import RMRegistry
+
+        if not Path(cfg.rm_registry).is_file():
+            raise LaserError(f"RM registry {cfg.rm_registry} does not exist; pass a TOML or YAML file with a "
+                             "table `rms` keyed by name")
+        try:
+            return list(RMRegistry.from_file(cfg.rm_registry).names)
+        except (ValueError, TypeError, KeyError) as err:
+            raise LaserError(f"RM registry {cfg.rm_registry}: {err}") from err
+    if world is None:
+        raise LaserError("no RMs to compare: pass --rms, --rm-registry, or use the built-in world")
+    return list(world.registry(ood=cfg.ood).names)
+
+
+def comparable(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A config dump without the settings that do not change a run (``out``, ``overwrite``)."""
+    return {k: v for k, v in config.items() if k not in ("out", "overwrite")}
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The settings that differ between two config dumps (``out`` and ``overwrite`` ignored).
+
+    >>> config_diff({"iterations": 2, "out": "a"}, {"iterations": 3, "out": "b"})
+    ['iterations: 2 -> 3']
+    """
+    a, b = comparable(old), comparable(new)
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}".replace("'", "") for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)]
+
+
+@dataclass
+class PlannedRun:
+    """One run of one method for one seed and ood kind; ``shares`` names the method whose identical run
+    (same settings) it reuses."""
+
+    ood: str
+    method: str
+    seed: int
+    path: Path
+    config: RunConfig
+    shares: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """``(ood, method, seed)``: the run's key in outcomes."""
+        return self.ood, self.method, self.seed
+
+    def describe(self, show_ood: bool) -> str:
+        """``method seed k`` (and the ood kind when ``show_ood``), for progress and messages."""
+        return f"{self.method} seed {self.seed}" + (f" ({self.ood})" if show_ood else "")
+
+
+def plan_runs(methods: Sequence[Method], shared: Mapping[str, Any], *, seeds: int, oods: Sequence[str],
+              root: Path) -> list[PlannedRun]:
+    """Every run to do, ordered ood -> seed -> method, so a partial compare has whole seeds."""
+    plans: list[PlannedRun] = []
+    for ood in oods:
+        for seed in range(seeds):
+            seen: dict[str, PlannedRun] = {}
+            for m in methods:
+                if m.is_sft:
+                    continue
+                path = root / "runs" / ood / m.slug / f"seed{seed}"
+                cfg = method_config(m, shared, seed=seed, ood=ood, out=path, overwrite=True)
+                key = json.dumps(comparable(cfg.model_dump(mode="json")), sort_keys=True)
+                first = seen.get(key)
+                if first is not None:
+                    plans.append(PlannedRun(ood, m.label, seed, first.path, first.config,
+                                            shares=first.method))
+                    continue
+                seen[key] = run = PlannedRun(ood, m.label, seed, path, cfg)
+                plans.append(run)
+    return plans
+
+
+def run_state(run: PlannedRun) -> str:
+    """``complete`` (reusable), ``pending`` (missing, failed or interrupted) or raises when the folder holds
+    a complete run made with other settings, or something that is not a run folder."""
+    path = run.path
+    if not path.exists():
+        return "pending"
+    try:
+        status = RunDir.open(path).status()
+    except RunDirError:
+        if path.is_dir() and not any(path.iterdir()):
+            return "pending"
+        raise RunDirError(f"{path} exists but is not a run folder; move it away or choose another "
+                          "--out") from None
+    if status["state"] != "complete" or not (path / METRICS).is_file():
+        return "pending"
+    old = read_json(path / CONFIG) if (path / CONFIG).is_file() else {}
+    diff = config_diff(old, run.config.model_dump(mode="json"))
+    if diff:
+        raise RunDirError(f"run folder {path} was made with other settings ({'; '.join(diff[:5])}); pass "
+                          "--rerun to replace the compare's runs, or choose another --out")
+    return "complete"

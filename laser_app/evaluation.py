@@ -1,0 +1,68 @@
+"""Checking answers: per-sample correctness during training and greedy accuracy per split and task."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from laser_app.data import ExampleLike, task_of
+
+_TOKEN = re.compile(r"\w+")
+
+
+def cap_per_task(rows: Sequence[ExampleLike], n: int) -> list[ExampleLike]:
+    """The first ``n`` examples of each task, in their original order."""
+    seen: dict[str, int] = {}
+    out = []
+    for ex in rows:
+        t = task_of(ex)
+        if seen.get(t, 0) < n:
+            seen[t] = seen.get(t, 0) + 1
+            out.append(ex)
+    return out
+
+
+def correctness(batch: Sequence[ExampleLike], responses: Sequence[Sequence[str]],
+                check: Callable[[str, str, str], bool]) -> list[list[bool]] | None:
+    """Per prompt, whether each sampled response is correct; ``None`` unless every prompt has an answer."""
+    if any(ex.answer is None for ex in batch):
+        return None
+    return [[bool(check(task_of(ex), r, str(ex.answer))) for r in rs]
+            for ex, rs in zip(batch, responses, strict=True)]
+
+
+def evaluate_accuracy(model: Any, tokenizer: Any, splits: Mapping[str, Sequence[ExampleLike]], *,
+                      greedy: Callable[..., list[str]], check: Callable[[str, str, str], bool],
+                      max_new_tokens: int, stop: str | None, batch_size: int) -> dict[str, dict[str, float]]:
+    """Greedy accuracy per split and task, plus ``mean`` (the unweighted mean over tasks)."""
+    out: dict[str, dict[str, float]] = {}
+    for split, rows in splits.items():
+        answers = greedy(model, tokenizer, [ex.prompt for ex in rows], max_new_tokens=max_new_tokens,
+                         stop=stop, batch_size=batch_size)
+        hits: dict[str, list[bool]] = {}
+        for ex, ans in zip(rows, answers, strict=True):
+            hits.setdefault(task_of(ex), []).append(bool(check(task_of(ex), ans, str(ex.answer))))
+        acc = {t: float(np.mean(h)) for t, h in sorted(hits.items())}
+        acc["mean"] = float(np.mean(list(acc.values()))) if acc else float("nan")
+        out[split] = acc
+    return out
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD-style token F1 between two strings (lower-cased word tokens; 1.0 when both are empty).
+
+    >>> token_f1("the cat sat", "The cat"), token_f1("", ""), token_f1("dog", "cat")
+    (0.8, 1.0, 0.0)
+    """
+    pred, ref = _TOKEN.findall(prediction.lower()), _TOKEN.findall(reference.lower())
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)

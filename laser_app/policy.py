@@ -1,0 +1,117 @@
+"""The policy LLM: where ``--model`` points, loading it (optionally under LoRA), its device, saving it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from laser_app.errors import LaserError, ModelLoadError
+
+if TYPE_CHECKING:
+    from laser_app.config import RunConfig
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def model_source(ref: str) -> tuple[str, str | None]:
+    """Split ``--model`` into (folder or hub id, GGUF file name or None); a missing local path is an error.
+
+    >>> model_source("HuggingFaceTB/SmolLM2-135M")
+    ('HuggingFaceTB/SmolLM2-135M', None)
+    >>> model_source("./no/such/model")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    laser_app.errors.ModelLoadError: model path ./no/such/model does not exist; pass an existing folder, ...
+    """
+    path = Path(ref).expanduser()
+    if path.exists():
+        if path.is_dir():
+            return str(path), None
+        if path.suffix.lower() == ".gguf":
+            return str(path.parent), path.name
+        raise ModelLoadError(f"model path {ref} is a file but not a .gguf file; pass a model folder, a .gguf "
+                             "file or a hub id")
+    if path.suffix.lower() == ".gguf" or not _HUB_ID.match(ref) or ref.startswith((".", "~")):
+        raise ModelLoadError(f"model path {ref} does not exist; pass an existing folder, a .gguf file or a "
+                             "hub id")
+    return ref, None
+
+
+def load_policy(ref: str, *, device: str = "cpu", lora: RunConfig | None = None,
+                seed: int = 0) -> tuple[Any, Any]:
+    """Load the policy and its tokenizer from a folder, hub id or GGUF file; with ``lora`` (a config whose
+    ``lora`` is on) wrap it in LoRA adapters seeded by ``seed``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source, gguf = model_source(ref)
+    kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+    except (OSError, ValueError) as err:
+        hint = "" if Path(source).exists() else " (not a local path; hub ids need network or a local cache)"
+        detail = " ".join(str(err).split())[:300]
+        raise ModelLoadError(f"could not load policy model {ref!r}{hint}: {detail}") from err
+    if gguf and getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config  # dequantized on load; keeps save_pretrained from re-quantizing
+    model.to(resolve_device(device))
+    if lora is not None and lora.lora:
+        from peft import LoraConfig, get_peft_model
+
+        peft_config = LoraConfig(r=lora.lora_r, lora_alpha=lora.lora_alpha, task_type="CAUSAL_LM",
+                                 target_modules=list(lora.lora_target_modules) if lora.lora_target_modules
+                                 else None)
+        with torch.random.fork_rng():  # LoRA's initialization draws from torch's global RNG
+            torch.manual_seed(seed)
+            try:
+                model = get_peft_model(model, peft_config)
+            except ValueError as err:
+                raise LaserError(f"--lora: {err}") from err
+    model.train()
+    return model, tokenizer
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes cuda, mps or cpu, whichever is available."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def save_policy(model: Any, tokenizer: Any, path: Path) -> None:
+    """Save the final policy (or, for a peft model, its adapter) with its tokenizer."""
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's CPU thread count set to ``n`` for the block and restored after it (the count is global to
+    the process, so a run must not leave it changed for its caller).
+
+    >>> import torch
+    >>> before = torch.get_num_threads()
+    >>> with torch_threads(1):
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == before
+    True
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,122 @@
+"""``laser compare``'s methods: ``--methods`` parsing (aliases, overrides, errors) and the settings every
+run shares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from laser_adapters.methods import get_method
+from laser_adapters.methods import method_names as method_table_names
+from laser_app.compare import (
+    METHOD_ALIASES,
+    RESERVED_FIELDS,
+    MethodError,
+    check_method_configs,
+    default_methods,
+    parse_method,
+    parse_methods,
+    pick_reference,
+    shared_settings,
+)
+from laser_app.config import RunConfig, parse_value
+from tests.laser_app.tiny_setup import RMS
+
+
+def test_methods_aliases_and_overrides() -> None:
+    methods = parse_methods("sft, fixed:rm-a ,linucb[scope=global, mab-reward=dpo+nll],laser,laser-paper,"
+                            "egreedy[epsilon=0.2,rms=rm-a,rm-b],laser-instance[alpha=0.3]")
+    labels = [m.label for m in methods]
+    assert labels == ["sft", "fixed:rm-a", "linucb[scope=global,mab_reward=dpo+nll]", "laser", "laser-paper",
+                      "egreedy[epsilon=0.2,rms=rm-a,rm-b]", "laser-instance[alpha=0.3]"]
+    sft, fixed, linucb, laser, paper, egreedy, instance = methods
+    assert sft.is_sft and sft.policy is None and not sft.learns
+    assert dict(fixed.settings) == {"policy": "fixed:rm-a"} and not fixed.learns
+    assert dict(linucb.settings) == {"policy": "linucb", "scope": "global", "mab_reward": "dpo+nll"}
+    assert dict(laser.settings) == {"policy": RunConfig.model_fields["policy"].default} and laser.learns
+    assert dict(paper.settings) == METHOD_ALIASES["laser-paper"]  # every setting of the alias, nothing more
+    assert {k: paper.settings[k] for k in ("mab_reward", "scope", "normalizer", "granularity")} == {
+        "mab_reward": "dpo+nll", "scope": "global", "normalizer": "quantile", "granularity": "batch"}
+    assert paper.settings["reward_baseline"] == 0.0  # the paper learns from the raw normalized reward
+    assert egreedy.settings["epsilon"] == 0.2 and egreedy.settings["rms"] == "rm-a,rm-b"  # a list value
+    assert dict(instance.settings) == {"policy": "linucb", "granularity": "instance", "alpha": 0.3}
+    assert parse_method("laser-dpo").settings["mab_reward"] == "dpo"
+    assert parse_method("laser-percontext").settings["scope"] == "per-context"
+
+    # every alias and override gives a valid config, each run in its own, file-safe folder
+    check_method_configs(methods, {"rms": "rm-a,rm-b,rm-c"}, list(RMS))
+    slugs = [m.slug for m in methods]
+    assert len(set(slugs)) == len(slugs)
+    assert all(set(s) <= set("abcdefghijklmnopqrstuvwxyz0123456789._-") for s in slugs)
+
+    defaults = [m.label for m in default_methods(RMS)]
+    assert defaults == ["sft", "fixed:rm-a", "fixed:rm-b", "fixed:rm-c", "random", "sequential",
+                        "ensemble-score", "ensemble-agree", "oracle", *METHOD_ALIASES]
+    assert pick_reference(methods) == "laser"
+    assert pick_reference(parse_methods("random,lints,ucb1")) == "lints"
+    assert pick_reference(parse_methods("random,sequential")) is None
+
+
+@pytest.mark.parametrize("text, message", [
+    ("laser,greedy", "unknown method 'greedy'; valid: sft, laser, laser-paper"),
+    ("linucb[alhpa=0.2]", "unknown setting 'alhpa'; did you mean alpha?"),
+    ("linucb[seed=3]", "'seed' cannot be set here: compare runs seeds 0..N-1; use --seeds N"),
+    ("laser[policy=lints]", "each method is its own policy; name it in --methods"),
+    ("sft[alpha=1]", "sft is the starting policy and takes no settings"),
+    ("linucb[alpha=0.2", "'[' is never closed"),
+    ("linucb[0.2]", "expected key=value inside the brackets"),
+    ("random,random", "listed twice"),
+    ("fixed:", "fixed:NAME needs an RM name"),
+    ("", "--methods is empty"),
+])
+def test_bad_methods(text: str, message: str) -> None:
+    with pytest.raises(MethodError, match=None) as err:
+        parse_methods(text)
+    assert message in str(err.value)
+    assert "fixed:NAME" in str(err.value) or "unknown method" not in message
+
+
+def test_bad_override_values_give_one_line_per_field() -> None:
+    methods = parse_methods("linucb[alpha=-1,granularity=atom],fixed:rm-q,"
+                            "ensemble-score[granularity=instance]")
+    with pytest.raises(MethodError) as err:
+        check_method_configs(methods, {}, list(RMS))
+    lines = err.value.lines
+    assert len(lines) == 4, lines
+    assert lines[0].startswith("method linucb[alpha=-1,granularity=atom]: alpha (--alpha): Input should be "
+                               "greater than or equal to 0")
+    assert lines[1].startswith("method linucb[alpha=-1,granularity=atom]: granularity (--granularity): Input "
+                               "should be 'batch' or 'instance'")
+    assert lines[2] == ("method fixed:rm-q: RM 'rm-q' is not among the RMs in use; valid names: rm-a, rm-b, "
+                        "rm-c")
+    assert lines[3].startswith("method ensemble-score[granularity=instance]: granularity 'instance' routes")
+    with pytest.raises(MethodError, match="invalid configuration: iterations"):
+        check_method_configs(methods[:1], {"iterations": 0}, list(RMS))
+
+
+def test_shared_settings_from_a_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('policy = "lints"\nseed = 4\nood = "noise"\niterations = 2\nbatch-size = 4\n')
+    shared = shared_settings(cfg, {"iterations": "3", "lr": None})
+    assert shared.values == {"iterations": "3", "batch_size": 4}  # flags win; the file's policy and seed go
+    assert shared.dropped == ["policy", "seed"] and shared.ood == "noise"
+    with pytest.raises(MethodError, match="unknown setting 'colour'"):
+        shared_settings(None, {"colour": "red"})
+
+
+
+def test_every_alias_is_a_bandit_of_the_method_table_with_config_fields() -> None:
+    for name, settings in METHOD_ALIASES.items():
+        assert set(settings) <= set(RunConfig.model_fields), (name, set(settings) - set(RunConfig.model_fields))
+        assert not set(settings) & (set(RESERVED_FIELDS) - {"policy"}), name
+        method = parse_method(name)
+        assert method.policy in method_table_names(), (name, method.policy)
+        assert get_method(method.policy).learns and method.learns, name
+        assert dict(method.settings) == {"policy": method.policy, **settings}
+
+
+@pytest.mark.parametrize("raw", ["0.5", "3", "true", "null", "dpo+nll", "rm-a,rm-b", "math=rm-a", "1e-4"])
+def test_override_values_read_as_run_settings_read_them(raw: str) -> None:
+    # one value parser for --set and for method[key=value]
+    assert parse_method(f"linucb[alpha={raw}]").settings["alpha"] == parse_value(raw)
