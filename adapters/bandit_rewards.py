@@ -243,30 +243,38 @@ def _for_prompt(values: PerPrompt, index: int) -> Any:
     return values[index] if 0 <= index < len(values) else None
 
 
+def _per_prompt_mean(inp: RewardInputs, name: str, field_name: str, values: PerPrompt | None,
+                     score: Callable[[Any, FloatArray], float]) -> float:
+    """Mean of ``score(entry, chosen RM's scores)`` over the unit's prompts that have both; ``values`` is
+    the :class:`StepInputs` field ``field_name``, one entry per scored response of each prompt."""
+    if values is None:
+        raise ValueError(f"reward {name!r} needs {field_name}: per prompt, one entry per scored response")
+    out = []
+    for k in inp.prompt_indices:
+        entry, scores = _for_prompt(values, k), inp.rm_scores.get(k)
+        if entry is None or scores is None:
+            continue
+        if len(entry) != len(scores):
+            raise ValueError(f"{field_name}[{k}] has {len(entry)} entries but {len(scores)} responses were "
+                             "scored")
+        out.append(score(entry, scores))
+    if not out:
+        raise NoRewardSignal(f"reward {name!r} found no prompt among {list(inp.prompt_indices)} with both "
+                             f"scores and {field_name}")
+    return float(np.mean(out))
+
+
 def heldout(inp: RewardInputs) -> float:
     """Correctness of the chosen RM's top-ranked response, averaged over the unit's prompts, in [0, 1].
 
     Reads ``correct``: per prompt (a list over the batch, or a dict by batch position), one boolean per
-    response. The top response is the first with the highest score of the chosen RM.
+    response (whether it matches the reference answer). The top response is the first with the highest
+    score of the chosen RM.
     """
-    if inp.step.correct is None:
-        raise ValueError("reward 'heldout' needs correct: per prompt, one boolean per response "
-                         "(whether it matches the reference answer)")
-    values = []
-    for k in inp.prompt_indices:
-        corr = _for_prompt(inp.step.correct, k)
-        scores = inp.rm_scores.get(k)
-        if corr is None or scores is None:
-            continue
-        corr = np.asarray(corr, dtype=bool)
-        if len(corr) != len(scores):
-            raise ValueError(f"correct[{k}] has {len(corr)} entries but {len(scores)} responses were "
-                             "scored")
-        values.append(float(corr[int(np.argmax(scores))]))
-    if not values:
-        raise NoRewardSignal(f"reward 'heldout' found no prompt among {list(inp.prompt_indices)} with both "
-                         "scores and correct")
-    return float(np.mean(values))
+    def top_is_right(correct: Any, scores: FloatArray) -> float:
+        return float(np.asarray(correct, dtype=bool)[int(np.argmax(scores))])
+
+    return _per_prompt_mean(inp, "heldout", "correct", inp.step.correct, top_is_right)
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -293,27 +301,14 @@ def consistency(inp: RewardInputs) -> float:
     Reads ``responses``: per prompt (a list over the batch, or a dict by batch position), the responses the
     RM scored.
     """
-    if inp.step.responses is None:
-        raise ValueError("reward 'consistency' needs responses: per prompt, the scored responses")
-    values = []
-    for k in inp.prompt_indices:
-        responses = _for_prompt(inp.step.responses, k)
-        scores = inp.rm_scores.get(k)
-        if responses is None or scores is None:
-            continue
-        if len(responses) != len(scores):
-            raise ValueError(f"responses[{k}] has {len(responses)} entries but {len(scores)} "
-                             "responses were scored")
+    def agrees_with_majority(responses: Any, scores: FloatArray) -> float:
         keys = [answer_key(str(r)) for r in responses]
         counts = Counter(keys)
         top = max(counts.values())
         modes = {key for key, n in counts.items() if n == top}
-        chosen = keys[int(np.argmax(scores))]
-        values.append(1.0 / len(modes) if chosen in modes else 0.0)
-    if not values:
-        raise NoRewardSignal(f"reward 'consistency' found no prompt among {list(inp.prompt_indices)} with "
-                             "scores and responses")
-    return float(np.mean(values))
+        return 1.0 / len(modes) if keys[int(np.argmax(scores))] in modes else 0.0
+
+    return _per_prompt_mean(inp, "consistency", "responses", inp.step.responses, agrees_with_majority)
 
 
 @dataclass(frozen=True)
