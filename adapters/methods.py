@@ -128,6 +128,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            settings={"alpha": "v", "ridge": "ridge"}),
     Method("thompson", "Beta-Bernoulli Thompson sampling, context-free", policy=ThompsonSampling,
            fixed={"likelihood": "bernoulli"}),  # on normalized rewards in [0, 1]
+    Method("thompson-gaussian", "Gaussian Thompson sampling, context-free (rewards on any scale)",
+           policy=ThompsonSampling, fixed={"likelihood": "gaussian", "noise_var": 0.1}),
     Method("exp3", "EXP3, context-free, for adversarial rewards", policy=EXP3, settings={"mixing": "gamma"}),
     Method("egreedy", "epsilon-greedy, context-free", policy=EpsilonGreedy,
            settings={"epsilon": "epsilon", "epsilon_decay": "decay"}),

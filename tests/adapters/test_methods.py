@@ -95,3 +95,25 @@ def test_a_new_entry_reaches_config_help_compare_and_make_selector(monkeypatch: 
     assert isinstance(sel, RMSelector) and sel.policy.decay == 0.05  # type: ignore[attr-defined]
     choices = sel.choose(["p0", "p1"])
     assert len(choices) == 2 and np.isfinite(sel.policy.arm_scores()).sum() == len(RMS)
+
+
+def test_gaussian_thompson_routes_to_the_rm_with_the_lower_loss() -> None:
+    """A context-free method learns the better RM from the bandit reward (the paper's: minus the loss)."""
+    from laser_adapters.bandit_rewards import StepInputs
+    from laser_adapters.dpo import StepResult
+
+    sel = make_selector("thompson-gaussian", RMS, seed=0)
+    assert isinstance(sel, RMSelector)
+    loss = {"rm-a": 1.2, "rm-b": 0.6, "rm-c": 1.0}  # rm-b's pairs train best
+    rng = np.random.default_rng(0)
+    chosen = []
+    for step in range(80):
+        (label, idx), = sel.groups(sel.choose([f"p{step}"]))
+        sel.pairs_for(0, f"p{step}", ["a", "b"], {label: np.array([1.0, 0.0])}, 1)
+        value = loss[label] + 0.05 * rng.normal()
+        z = np.zeros(1)
+        result = StepResult(loss=value, losses=np.array([value]), dpo_losses=np.array([value]),
+                            nll_losses=z, chosen_rewards=z, rejected_rewards=z, dpo_loss=value, nll_loss=0.0)
+        sel.feedback(label, idx, result, StepInputs(pair_prompt=idx))
+        chosen.append(label)
+    assert chosen[-30:].count("rm-b") >= 25, chosen[-30:]
