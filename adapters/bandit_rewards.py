@@ -14,7 +14,7 @@ reward with the optional inputs it reads (:attr:`BanditReward.reads`), so the lo
 -0.9
 >>> round(get_reward("nll")(RewardInputs(result=result, rm="rm-a", rm_names=("rm-a", "rm-b"))), 6)
 -0.205
->>> sorted(BANDIT_REWARDS["heldout"].reads), BANDIT_REWARDS["heldout"].reads_labels
+>>> sorted(BANDIT_REWARDS["gold"].reads), BANDIT_REWARDS["gold"].reads_labels
 (['correct'], True)
 """
 
@@ -93,7 +93,7 @@ class StepInputs:
     ``pair_prompt``: for each pair of the step, the batch position of its prompt (instance granularity
     needs it). The rest is given only to rewards that read it (:attr:`BanditReward.reads`): ``scores``,
     batch position -> RM name -> scores of that prompt's responses (``agreement``'s probe prompts);
-    ``correct``, per prompt one boolean per response (``heldout``; reads the answers); ``responses``, per
+    ``correct``, per prompt one boolean per response (``gold``; reads the answers); ``responses``, per
     prompt the scored responses (``consistency``); ``loss_after``, the same pairs' losses after the step
     (``loss-decrease``: a ``StepResult`` of ``DPOStep.evaluate``, per-pair losses, or the mean).
     """
@@ -264,7 +264,7 @@ def _per_prompt_mean(inp: RewardInputs, name: str, field_name: str, values: PerP
     return float(np.mean(out))
 
 
-def heldout(inp: RewardInputs) -> float:
+def gold(inp: RewardInputs) -> float:
     """Correctness of the chosen RM's top-ranked response, averaged over the unit's prompts, in [0, 1].
 
     Reads ``correct``: per prompt (a list over the batch, or a dict by batch position), one boolean per
@@ -274,7 +274,7 @@ def heldout(inp: RewardInputs) -> float:
     def top_is_right(correct: Any, scores: FloatArray) -> float:
         return float(np.asarray(correct, dtype=bool)[int(np.argmax(scores))])
 
-    return _per_prompt_mean(inp, "heldout", "correct", inp.step.correct, top_is_right)
+    return _per_prompt_mean(inp, "gold", "correct", inp.step.correct, top_is_right)
 
 
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -328,7 +328,7 @@ BANDIT_REWARDS: dict[str, BanditReward] = {r.name: r for r in (
     BanditReward("nll", neg_nll_loss),
     BanditReward("loss-decrease", loss_decrease, frozenset({"loss_after"})),
     BanditReward("agreement", agreement, frozenset({"scores"})),
-    BanditReward("heldout", heldout, frozenset({"correct"}), reads_labels=True),
+    BanditReward("gold", gold, frozenset({"correct"}), reads_labels=True),
     BanditReward("consistency", consistency, frozenset({"responses"})),
 )}
 """Bandit rewards by name; ``"dpo+nll"`` is the paper's."""

@@ -41,9 +41,9 @@ NLLReduction = Literal["token", "sequence"]
 class DPOLossOutput:
     """Per-example terms (shape ``(batch,)``) and the scalar ``loss`` to backpropagate.
 
-    ``losses = dpo_losses + nll_weight * nll_losses``; ``nll_losses`` is each chosen response's mean per-token
-    NLL; the rewards are ``beta * (policy - reference)`` log-probabilities, detached. ``nll_loss`` is the
-    reduced NLL term, so ``loss == dpo_losses.mean() + nll_weight * nll_loss``.
+    ``losses = dpo_weight * dpo_losses + nll_weight * nll_losses``; ``nll_losses`` is each chosen response's
+    mean per-token NLL; the rewards are ``beta * (policy - reference)`` log-probabilities, detached. ``nll_loss`` is the
+    reduced NLL term, so ``loss == dpo_weight * dpo_losses.mean() + nll_weight * nll_loss``.
     """
 
     losses: torch.Tensor
@@ -72,10 +72,13 @@ class DPOLoss(torch.nn.Module):  # type: ignore[misc]
     """
 
     def __init__(self, beta: float = 0.1, nll_weight: float = 0.0, label_smoothing: float = 0.0,
-                 nll_reduction: NLLReduction = "token") -> None:
+                 nll_reduction: NLLReduction = "token", dpo_weight: float = 1.0) -> None:
         super().__init__()
         self.beta = check_real("beta", beta, low=0.0, low_open=True)
         self.nll_weight = check_real("nll_weight", nll_weight, low=0.0)
+        self.dpo_weight = check_real("dpo_weight", dpo_weight, low=0.0)
+        if self.dpo_weight == 0 and self.nll_weight == 0:
+            raise ValueError("dpo_weight and nll_weight are both 0: nothing to train; raise one of them")
         self.label_smoothing = check_real("label_smoothing", label_smoothing, low=0.0, high=0.5,
                                           high_open=True)
         if nll_reduction not in ("token", "sequence"):
@@ -84,7 +87,7 @@ class DPOLoss(torch.nn.Module):  # type: ignore[misc]
 
     def extra_repr(self) -> str:
         return (f"beta={self.beta}, nll_weight={self.nll_weight}, label_smoothing={self.label_smoothing}, "
-                f"nll_reduction={self.nll_reduction!r}")
+                f"nll_reduction={self.nll_reduction!r}, dpo_weight={self.dpo_weight}")
 
     def forward(self, policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
                 ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
@@ -110,13 +113,14 @@ class DPOLoss(torch.nn.Module):  # type: ignore[misc]
         dpo_losses = -(1.0 - eps) * F.logsigmoid(logits) - eps * F.logsigmoid(-logits)
 
         nll = torch.zeros_like(dpo_losses) if chosen_nll is None else chosen_nll
-        losses = dpo_losses + self.nll_weight * nll
+        # dpo_weight 0 trains on the chosen responses alone (rejection-sampling fine-tuning)
+        losses = self.dpo_weight * dpo_losses + self.nll_weight * nll
         if self.nll_reduction == "token" and chosen_tokens is not None:
             tokens = chosen_tokens.to(nll.dtype)
             nll_term = (nll * tokens).sum() / tokens.sum().clamp(min=1.0)
         else:
             nll_term = nll.mean()
-        loss = dpo_losses.mean() + self.nll_weight * nll_term
+        loss = self.dpo_weight * dpo_losses.mean() + self.nll_weight * nll_term
         return DPOLossOutput(losses=losses, dpo_losses=dpo_losses, nll_losses=nll,
                              chosen_rewards=self.beta * chosen_logratios.detach(),
                              rejected_rewards=self.beta * rejected_logratios.detach(), loss=loss,

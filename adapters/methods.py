@@ -33,7 +33,9 @@ from banditkit.policies.linucb import LinUCB
 from banditkit.policies.thompson import ThompsonSampling
 from banditkit.policies.ucb1 import UCB1
 
+from .agreement_router import AgreementRouter
 from .checks import check_rm_names
+from .prior_router import PriorRouterSelector, Priors
 from .selector import RMSelector, RoutingSelector
 from .selectors_baseline import (
     AgreementEnsembleSelector,
@@ -47,12 +49,17 @@ from .selectors_baseline import (
 
 AnySelector = RMSelector | RoutingSelector | EnsembleSelector
 
+#: The RM name under which the answer checker ranks samples (the ``gold`` method registers it).
+GOLD_RM = "gold"
+#: What a method may read beyond the RMs and the policy (see :class:`Method`).
+LABEL_KINDS = ("none", "dev", "all", "oracle")
+
 #: Keywords of :class:`~laser_adapters.selector.RMSelector` that every bandit method takes.
 BANDIT_KEYWORDS = ("encoder", "normalizer", "granularity", "reward", "scope", "n_clusters", "probe_size", "seed",
                    "cluster_warmup", "reward_baseline")
 #: Keywords any method accepts; those a method does not read are ignored, so one set of arguments can
 #: build any method.
-COMMON_KEYWORDS = (*BANDIT_KEYWORDS, "rm_for_task")
+COMMON_KEYWORDS = (*BANDIT_KEYWORDS, "rm_for_task", "priors")
 FIXED_PREFIX = "fixed:"
 
 
@@ -63,7 +70,10 @@ class Method:
     ``policy``: the banditkit policy class of a bandit method (None for a baseline); ``settings``: setting
     name -> the policy's keyword; ``fixed``: keywords always passed to the policy; ``build``: a baseline's
     factory ``(rm_names, **keywords) -> selector``; ``takes``: the keywords a baseline reads;
-    ``in_compare``: part of ``laser compare``'s default method list.
+    ``in_compare``: part of ``laser compare``'s default method list; ``labels``: what it reads beyond the
+    RMs and the policy (``none``; ``dev``: a few labelled dev prompts per task; ``all``: the answer of every
+    training prompt; ``oracle``: the known RM for each task). A bandit method's reward may read labels
+    too (:attr:`laser_adapters.bandit_rewards.BanditReward.reads_labels`).
     """
 
     name: str
@@ -74,6 +84,7 @@ class Method:
     build: Callable[..., AnySelector] | None = None
     takes: tuple[str, ...] = ()
     in_compare: bool = True
+    labels: str = "none"
 
     @property
     def learns(self) -> bool:
@@ -113,6 +124,15 @@ def _fixed(rm_names: list[str], *, name: str) -> FixedSelector:
     return FixedSelector(rm_names, name[len(FIXED_PREFIX):], name=name)
 
 
+def _gold(rm_names: list[str], *, name: str) -> FixedSelector:
+    return FixedSelector(rm_names, GOLD_RM, name=name)
+
+
+def _prior_router(rm_names: list[str], *, name: str, priors: Priors | None = None, seed: int = 0,
+                  reward: str = "dpo+nll") -> PriorRouterSelector:
+    return PriorRouterSelector(rm_names, priors, seed=seed, reward=reward, name=name)
+
+
 def _random(rm_names: list[str], *, name: str, seed: int = 0, granularity: str = "batch") -> RandomSelector:
     return RandomSelector(rm_names, seed, granularity=granularity, name=name)
 
@@ -142,7 +162,17 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            build=ScoreEnsembleSelector),
     Method("ensemble-agree", "only pairs a majority of RMs agree on", build=AgreementEnsembleSelector),
     Method("oracle", "each task's own RM from rm_for_task: the upper bound of per-task routing",
-           build=_oracle, takes=("rm_for_task",)),
+           build=_oracle, takes=("rm_for_task",), labels="oracle"),
+    Method("dev-pick", "each task's RM picked by its top-1 accuracy on dev_labels labelled dev prompts per task",
+           build=_oracle, takes=("rm_for_task",), labels="dev"),
+    Method("prior-router", "BayesianRouter-style: per-task priors from labelled dev prompts, then Thompson "
+           "sampling on the label-free reward", build=_prior_router, takes=("priors", "seed", "reward"),
+           labels="dev"),
+    Method("gold", "the answer checker ranks the samples (reads every training prompt's answer): what a "
+           "method that reads those labels must beat", build=_gold, labels="all"),
+    Method("agree-estimate", "label-free: routes each batch to the RM whose accuracy, estimated from the RMs' "
+           "pairwise agreement, is highest; assumes independent errors, uses ensemble-score while unsure",
+           build=AgreementRouter, takes=("granularity",), in_compare=False),
 )}
 """Every selection method by name; ``fixed:NAME`` stands for ``fixed:`` followed by an RM name."""
 
@@ -178,8 +208,17 @@ def get_method(name: str) -> Method:
 
 
 def methods_help() -> str:
-    """One line per method for ``--help``: ``name: what it is``."""
-    return "; ".join(f"{m.name}: {m.help}" for m in METHODS.values())
+    """The method names for ``--help``, grouped by kind and by the labels they read.
+
+    >>> methods_help().split(";")[0]
+    'bandits: linucb, lints, thompson, thompson-gaussian, exp3, egreedy, ucb1'
+    """
+    groups = {"bandits": [m.name for m in METHODS.values() if m.learns],
+              "baselines": [m.name for m in METHODS.values() if not m.learns and m.labels == "none"],
+              "reading dev labels": [m.name for m in METHODS.values() if not m.learns and m.labels == "dev"],
+              "reading every training label": [m.name for m in METHODS.values() if m.labels == "all"],
+              "the upper bound": [m.name for m in METHODS.values() if m.labels == "oracle"]}
+    return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in groups.items() if names)
 
 
 def make_selector(name: str, rm_names: Sequence[str], **kw: Any) -> AnySelector:

@@ -6,8 +6,9 @@ contexts) -> the selector routes each prompt to an RM (instance granularity) -> 
 -> its top sample is the answer -> accuracy (the task's checker) and token F1 against the reference ->
 bandit feedback. The policy never changes, so the bandit's reward cannot be a training loss: it is the
 negative NLL of the chosen answer under the policy (``mab_reward="nll"``, no labels needed) or whether the
-chosen answer was right (``mab_reward="heldout"``: the label arrives after the prompt was answered, as
-online feedback); ``auto`` (the default) takes ``heldout`` when every prompt has an answer.
+chosen answer was right (``mab_reward="gold"``: the label arrives after the prompt was answered, as
+online feedback, so the run reads every prompt's answer); ``auto`` (the default) is ``nll``, which reads
+no labels.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from laser_adapters.selector import Selector
 
 #: Bandit rewards ``laser bon`` accepts (the others need a training step).
-BON_REWARDS = ("nll", "heldout")
+BON_REWARDS = ("nll", "gold")
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,10 @@ def _check_reward(reward: str, *, allowed: Sequence[str]) -> None:
 
 def bon_config(config: RunConfig, rows: Sequence[ExampleLike]) -> RunConfig:
     """``config`` as best-of-n needs it: one decision per prompt, and a reward that needs no training
-    step (``auto``: ``heldout`` when every row has an answer, else ``nll``)."""
+    step (``auto``: ``nll``, which reads no labels)."""
     reward = config.mab_reward
     if reward == "auto":
-        reward = "heldout" if rows and all(ex.answer is not None for ex in rows) else "nll"
+        reward = "nll"
     _check_reward(reward, allowed=BON_REWARDS)
     granularity = "instance" if get_method(config.policy).learns or config.policy == "random" else "batch"
     return config.model_copy(update={"mab_reward": reward, "granularity": granularity})
@@ -85,13 +86,14 @@ def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None
     console = console or stderr_console()
     setup = prepare(config.model_copy(update={"mab_reward": "nll"}), progress=progress, console=console)
     rows: list[ExampleLike] = list(setup.train if config.data is not None else setup.evaluation["test"])
-    if config.mab_reward == "heldout" and any(ex.answer is None for ex in rows):
-        raise LaserError("--mab-reward heldout needs an \"answer\" on every row; add answers or use nll")
+    if config.mab_reward == "gold" and any(ex.answer is None for ex in rows):
+        raise LaserError("--mab-reward gold needs an \"answer\" on every row; add answers or use nll")
     given, config = config, bon_config(config, rows)
     order = np.random.default_rng(np.random.SeedSequence([config.seed, 3])).permutation(len(rows))
     rows = [rows[i] for i in order]
     selector, encoder, reuse_states = selector_for(config, model=setup.model, tokenizer=setup.tokenizer,
-                                                 rm_names=setup.rm_names, rm_for_task=setup.rm_for_task)
+                                                 rm_names=setup.rm_names, rm_for_task=setup.rm_for_task,
+                                                 dev=setup.dev)
 
     run = RunDir.create(config.out or default_out(f"bon-{config.policy}"), overwrite=config.overwrite)
     try:

@@ -16,7 +16,7 @@ flags the user actually typed; each field is also a flag (``n_responses`` is ``-
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +29,7 @@ from laser_app.world.roles import OodKind
 
 Batching = Literal["homogeneous", "mixed"]
 Granularity = Literal["batch", "instance"]
-MabReward = Literal["dpo+nll", "dpo", "nll", "loss-decrease", "agreement", "heldout", "consistency"]
+MabReward = Literal["dpo+nll", "dpo", "nll", "loss-decrease", "agreement", "gold", "consistency"]
 Scope = Literal["global", "per-context"]
 NormalizerName = Literal["quantile", "minmax", "zscore"]
 
@@ -73,11 +73,10 @@ class RunConfig(BaseModel):
         "normalized reward)."))
     mab_reward: MabReward | Literal["auto"] = Field("auto", description=(
         "Bandit reward before normalization: dpo+nll (the paper: negative DPO + NLL loss), dpo, nll, "
-        "loss-decrease, agreement (with the other RMs), heldout (whether the chosen RM's top sample is "
-        "right by exact or number match; needs answers), consistency (whether it gives the samples' majority "
-        "answer; no labels) or auto: heldout when every training prompt has an "
-        "answer (the built-in world), else dpo+nll. Free-form answers that exact match cannot check need an "
-        "explicit reward."))
+        "loss-decrease, agreement (with the other RMs), consistency (whether the chosen RM's top sample gives "
+        "the samples' majority answer), gold (whether it is right: reads the answer of every training "
+        "prompt, so the run's label budget becomes 'all') or auto: the label-free default, dpo+nll. Every "
+        "reward but gold reads no labels."))
     granularity: Granularity = Field("batch", description=(
         "batch: one RM per batch (the paper); instance: one RM per prompt, one DPO step per RM group."))
     batching: Batching = Field("homogeneous", description=(
@@ -86,6 +85,9 @@ class RunConfig(BaseModel):
     context: str = Field("policy", description=(
         "Context encoder: policy (the policy's last-token hidden state, the paper), hash (no model), "
         "sentence (the packaged all-MiniLM-L6-v2) or sentence:PATH (a sentence-transformers folder)."))
+    dev_labels: int = Field(32, ge=1, description=(
+        "Labelled dev prompts per task that the dev-label methods (dev-pick, prior-router) read; never the "
+        "test split."))
     context_dim: int | None = Field(None, ge=1, description=(
         "Project contexts to this many dimensions with a seeded random projection (default: no projection; "
         "64 for hash)."))
@@ -114,6 +116,9 @@ class RunConfig(BaseModel):
     eval_data: Path | None = Field(None, description=(
         "Evaluation JSONL with `prompt`, `answer`, optional `task` (default: the built-in dev and test "
         "splits when --data is not given, else no evaluation)."))
+    dev_data: Path | None = Field(None, description=(
+        "Labelled dev prompts (JSONL with `prompt`, `answer`, `task`) for the dev-label methods (default: the "
+        "built-in dev split)."))
     world_seed: int = Field(0, ge=0, description="Seed of the built-in world (its tasks, policy and RMs).")
     world_scale: float = Field(1.0, gt=0, le=1, description=(
         "Shrink the built-in world's data and training budgets by this factor (a quick world for tests; "
@@ -150,6 +155,9 @@ class RunConfig(BaseModel):
     nll_weight: float = Field(1.0, ge=0, description=(
         "Weight of the NLL term on the chosen response (0 = pure DPO)."))
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Conservative-DPO label smoothing.")
+    dpo_weight: float = Field(1.0, ge=0, description=(
+        "Weight of the DPO term (0 with nll_weight > 0 = fine-tuning on the chosen responses alone, as "
+        "rejection sampling does)."))
     lr: float = Field(1e-4, gt=0, description=(
         "AdamW learning rate (one optimizer step per DPO step). The built-in 88K-parameter policy barely "
         "moves at 3e-5 and collapses at 1e-3; scale it down for larger models."))
@@ -252,6 +260,8 @@ class RunConfig(BaseModel):
             unknown = sorted(set(self.rm_for_task.values()) - set(self.rms))
             if unknown:
                 raise ValueError(f"rm_for_task names RMs not among rms: {', '.join(unknown)}")
+        if self.dpo_weight == 0 and self.nll_weight == 0:
+            raise ValueError("dpo_weight and nll_weight are both 0: nothing to train; raise one of them")
         if self.lora_target_modules is not None and not self.lora:
             raise ValueError("lora_target_modules is set but lora is off; add --lora or drop "
                              "lora_target_modules")
@@ -265,20 +275,22 @@ class RunConfig(BaseModel):
         return self.policy[len(FIXED_PREFIX):] if self.policy.startswith(FIXED_PREFIX) else None
 
 
-def resolve_mab_reward(config: RunConfig, rows: Sequence[Any]) -> RunConfig:
-    """``config`` with ``mab_reward="auto"`` resolved: ``heldout`` when every row has an answer, else the
-    paper's ``dpo+nll``. Any other value is kept.
+#: What ``mab_reward="auto"`` means: a reward that reads no labels (the paper's).
+AUTO_REWARD = "dpo+nll"
 
-    >>> from types import SimpleNamespace
-    >>> resolve_mab_reward(RunConfig(), [SimpleNamespace(answer="4")]).mab_reward
-    'heldout'
-    >>> resolve_mab_reward(RunConfig(), [SimpleNamespace(answer=None)]).mab_reward
+
+def resolve_mab_reward(config: RunConfig) -> RunConfig:
+    """``config`` with ``mab_reward="auto"`` resolved to :data:`AUTO_REWARD`, which reads no labels (a reward
+    that reads the training prompts' answers is only ever chosen explicitly). Any other value is kept.
+
+    >>> resolve_mab_reward(RunConfig()).mab_reward
     'dpo+nll'
+    >>> resolve_mab_reward(RunConfig(mab_reward="gold")).mab_reward
+    'gold'
     """
     if config.mab_reward != "auto":
         return config
-    labelled = bool(rows) and all(getattr(r, "answer", None) is not None for r in rows)
-    return config.model_copy(update={"mab_reward": "heldout" if labelled else "dpo+nll"})
+    return config.model_copy(update={"mab_reward": AUTO_REWARD})
 
 
 def check_lora_compatible(model: str | Path) -> None:

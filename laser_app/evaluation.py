@@ -35,21 +35,46 @@ def correctness(batch: Sequence[ExampleLike], responses: Sequence[Sequence[str]]
             for ex, rs in zip(batch, responses, strict=True)]
 
 
+#: Per split, per task, whether each example's greedy answer was right (1) or not (0), in data order.
+PerExample = dict[str, dict[str, list[int]]]
+
+
+def evaluate_examples(model: Any, tokenizer: Any, splits: Mapping[str, Sequence[ExampleLike]], *,
+                      greedy: Callable[..., list[str]], check: Callable[[str, str, str], bool],
+                      max_new_tokens: int, stop: str | None, batch_size: int) -> PerExample:
+    """Whether the greedy answer to each example is right, per split and task (what intervals over
+    prompts are computed from)."""
+    out: PerExample = {}
+    for split, rows in splits.items():
+        answers = greedy(model, tokenizer, [ex.prompt for ex in rows], max_new_tokens=max_new_tokens,
+                         stop=stop, batch_size=batch_size)
+        hits: dict[str, list[int]] = {}
+        for ex, ans in zip(rows, answers, strict=True):
+            hits.setdefault(task_of(ex), []).append(int(bool(check(task_of(ex), ans, str(ex.answer)))))
+        out[split] = dict(sorted(hits.items()))
+    return out
+
+
+def accuracy_of(per_example: PerExample) -> dict[str, dict[str, float]]:
+    """Accuracy per split and task, plus ``mean`` (the unweighted mean over tasks).
+
+    >>> accuracy_of({"test": {"a": [1, 0], "b": [1, 1]}})
+    {'test': {'a': 0.5, 'b': 1.0, 'mean': 0.75}}
+    """
+    out: dict[str, dict[str, float]] = {}
+    for split, by_task in per_example.items():
+        acc = {t: float(np.mean(h)) for t, h in sorted(by_task.items())}
+        acc["mean"] = float(np.mean(list(acc.values()))) if acc else float("nan")
+        out[split] = acc
+    return out
+
+
 def evaluate_accuracy(model: Any, tokenizer: Any, splits: Mapping[str, Sequence[ExampleLike]], *,
                       greedy: Callable[..., list[str]], check: Callable[[str, str, str], bool],
                       max_new_tokens: int, stop: str | None, batch_size: int) -> dict[str, dict[str, float]]:
     """Greedy accuracy per split and task, plus ``mean`` (the unweighted mean over tasks)."""
-    out: dict[str, dict[str, float]] = {}
-    for split, rows in splits.items():
-        answers = greedy(model, tokenizer, [ex.prompt for ex in rows], max_new_tokens=max_new_tokens,
-                         stop=stop, batch_size=batch_size)
-        hits: dict[str, list[bool]] = {}
-        for ex, ans in zip(rows, answers, strict=True):
-            hits.setdefault(task_of(ex), []).append(bool(check(task_of(ex), ans, str(ex.answer))))
-        acc = {t: float(np.mean(h)) for t, h in sorted(hits.items())}
-        acc["mean"] = float(np.mean(list(acc.values()))) if acc else float("nan")
-        out[split] = acc
-    return out
+    return accuracy_of(evaluate_examples(model, tokenizer, splits, greedy=greedy, check=check,
+                                         max_new_tokens=max_new_tokens, stop=stop, batch_size=batch_size))
 
 
 def token_f1(prediction: str, reference: str) -> float:

@@ -28,13 +28,16 @@ from laser_adapters.bandit_rewards import StepInputs
 from laser_adapters.dpo import DPOLoss, DPOStep
 from laser_adapters.encoders import PrefillCapture
 from laser_adapters.generation import cut_at_stop, greedy_answers, sample_responses
+from laser_adapters.methods import GOLD_RM
 from laser_adapters.pairs import write_pairs_jsonl
 from laser_app.batching import derive_seed, make_batches
 from laser_app.config import RunConfig, check_lora_compatible, resolve_mab_reward
 from laser_app.data import ExampleLike, by_task, load_examples, task_of
+from laser_app.dev_labels import DevCounts, dev_counts
 from laser_app.errors import LaserError
-from laser_app.evaluation import cap_per_task, correctness, evaluate_accuracy
+from laser_app.evaluation import accuracy_of, cap_per_task, correctness, evaluate_examples
 from laser_app.events import STEP_PARTS, step_event, step_numbers
+from laser_app.labels import gold_rm, label_kind, label_use
 from laser_app.plots import draw_all
 from laser_app.policy import load_policy, model_source, resolve_device, save_policy, torch_threads
 from laser_app.progress import stderr_console, step_bar
@@ -83,6 +86,7 @@ class Setup:
     stop: str | None
     check: Callable[[str, str, str], bool]
     threads: int
+    dev: DevCounts | None = None
     resolved: dict[str, Any] = field(default_factory=dict)
 
 
@@ -97,22 +101,23 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
     console = console or stderr_console()
     setup = prepare(config, progress=progress, console=console)
     given = config  # written to config.json as asked ("auto" stays auto); the resolved values go to resolved.json
-    config = resolve_mab_reward(config, setup.train)
+    config = resolve_mab_reward(config)
     setup.resolved["mab_reward"] = config.mab_reward
     model, tokenizer = setup.model, setup.tokenizer
     selector, encoder, reuse_states = selector_for(config, model=setup.model, tokenizer=setup.tokenizer,
-                                                 rm_names=setup.rm_names, rm_for_task=setup.rm_for_task)
+                                                 rm_names=setup.rm_names, rm_for_task=setup.rm_for_task,
+                                                 dev=setup.dev)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
     dpo = DPOStep(model, tokenizer, optimizer,
                   DPOLoss(beta=config.beta, nll_weight=config.nll_weight,
-                          label_smoothing=config.label_smoothing),
+                          label_smoothing=config.label_smoothing, dpo_weight=config.dpo_weight),
                   reference="adapter" if config.lora else "copy", max_length=config.max_length)
     batch_rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
     plan = [make_batches(setup.train, config.batch_size, homogeneous=config.batching == "homogeneous",
                          rng=batch_rng, limit=setup.resolved["batches_per_iteration"])
             for _ in range(config.iterations)]
-    evaluate = functools.partial(evaluate_accuracy, model, tokenizer, setup.evaluation, greedy=greedy_answers,
+    evaluate = functools.partial(evaluate_examples, model, tokenizer, setup.evaluation, greedy=greedy_answers,
                                  check=setup.check, max_new_tokens=setup.max_new_tokens, stop=setup.stop,
                                  batch_size=config.eval_batch_size)
 
@@ -125,7 +130,7 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
         with torch_threads(setup.threads), step_bar(console, n_steps, enabled=progress) as bar:
             bar.describe("evaluating (before training)")
             t0 = time.perf_counter()
-            accuracy = [evaluate()]
+            per_example = [evaluate()]
             timings["eval"] += time.perf_counter() - t0
             step = 0
             for m, batches in enumerate(plan):
@@ -211,16 +216,18 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                 run.save_bandit(selector.state_dict())
                 bar.describe(f"evaluating (after iteration {m + 1})")
                 t0 = time.perf_counter()
-                accuracy.append(evaluate())
+                per_example.append(evaluate())
                 timings["eval"] += time.perf_counter() - t0
 
         # the run's products, then the summary, then "complete" last
         save_policy(model, tokenizer, run.file("adapter" if config.lora else "policy"))
         write_pairs_jsonl(all_pairs, run.file(PAIRS))
         timings["total"] = time.perf_counter() - t_start
-        metrics = summarize_run(run.events(), accuracy=accuracy, tasks=sorted(by_task(setup.train)),
-                                rm_names=setup.rm_names, rm_for_task=setup.rm_for_task, policy=config.policy,
-                                timings=timings)
+        metrics = summarize_run(run.events(), accuracy=[accuracy_of(e) for e in per_example],
+                                tasks=sorted(by_task(setup.train)), rm_names=setup.rm_names,
+                                rm_for_task=setup.rm_for_task, policy=config.policy, timings=timings)
+        metrics["per_example"] = {"before": per_example[0], "final": per_example[-1]}
+        metrics["labels"] = setup.resolved["labels"]
         run.write_metrics(metrics)
         try:
             draw_all(run.path)
@@ -262,8 +269,8 @@ def prepare(config: RunConfig, *, progress: bool = True, console: Console | None
         console.print("[yellow]note:[/] no evaluation data (pass --eval-data FILE to track accuracy)")
     if config.eval_size is not None:
         evaluation = {split: cap_per_task(rows, config.eval_size) for split, rows in evaluation.items()}
-    if config.mab_reward == "heldout" and any(ex.answer is None for ex in train):
-        raise LaserError("--mab-reward heldout needs an \"answer\" on every training row; add answers or "
+    if config.mab_reward == "gold" and any(ex.answer is None for ex in train):
+        raise LaserError("--mab-reward gold needs an \"answer\" on every training row; add answers or "
                          "pick another reward")
 
     # reward models
@@ -278,6 +285,9 @@ def prepare(config: RunConfig, *, progress: bool = True, console: Console | None
         raise LaserError(f"--policy {config.policy}: RM {fixed!r} is not among the RMs in use; valid names: "
                          f"{', '.join(rm_names)}")
     load_rms(registry, rm_names, config.max_loaded_rms)
+    if config.policy == GOLD_RM:  # the answer checker ranks the samples: it reads every training label
+        registry.register(GOLD_RM, gold_rm(train, check_answer), replace=True)
+        rm_names = [*rm_names, GOLD_RM]
     rm_for_task = config.rm_for_task
     if rm_for_task is None and world is not None and config.data is None and config.rm_registry is None:
         rm_for_task = {t: rm for t, rm in world.rm_for_task.items() if rm in rm_names} or None
@@ -301,7 +311,27 @@ def prepare(config: RunConfig, *, progress: bool = True, console: Console | None
                 "rms": rm_names, "rm_for_task": rm_for_task, "max_new_tokens": max_new, "stop": stop,
                 "threads": threads,
                 "train_examples": len(train), "tasks": sorted(by_task(train)),
-                "world": None if world is None else str(world.path)}
+                "world": None if world is None else str(world.path),
+                "labels": label_use(config, train_labelled=sum(ex.answer is not None for ex in train),
+                                    dev_per_task=config.dev_labels, tasks=len(by_task(train)))}
+    dev = None
+    if label_kind(config) == "dev":  # a few labelled dev prompts per task, never the test split
+        with torch_threads(threads):
+            dev = dev_counts(model, tokenizer, registry, rm_names, dev_rows(config, world),
+                             per_task=config.dev_labels, n_responses=config.n_responses,
+                             temperature=config.temperature, top_p=config.top_p, max_new_tokens=int(max_new),
+                             stop=stop, check=check_answer, seed=config.seed, batch_size=config.batch_size)
+        resolved["dev_labels"] = dev.as_json()
     return Setup(model=model, tokenizer=tokenizer, train=train, evaluation=evaluation, registry=registry,
                  rm_names=rm_names, rm_for_task=rm_for_task, max_new_tokens=int(max_new), stop=stop,
-                 check=check_answer, threads=threads, resolved=resolved)
+                 check=check_answer, threads=threads, dev=dev, resolved=resolved)
+
+
+def dev_rows(config: RunConfig, world: Any) -> list[ExampleLike]:
+    """The labelled dev prompts the dev-label methods may read: ``--dev-data``, else the world's dev split."""
+    if config.dev_data is not None:
+        return list(load_examples(config.dev_data, require_answers=True, what="dev data file"))
+    if world is not None and config.data is None:
+        return list(world.data["dev"])
+    raise LaserError(f"--policy {config.policy} reads labelled dev prompts: pass --dev-data FILE (JSONL with "
+                     "prompt, answer, task)")

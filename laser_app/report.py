@@ -144,7 +144,9 @@ def render_summary(metrics: Mapping[str, Any], console: Console, *, title: str =
 
     acc = metrics.get("accuracy") or {}
     if acc:
-        table = Table(title=f"{title}accuracy per domain (greedy)")
+        labels = metrics.get("labels")
+        read = f"; labels read: {labels['source']}" if labels else ""
+        table = Table(title=f"{title}accuracy per domain (greedy){read}")
         table.add_column("domain")
         for split in acc:
             table.add_column(f"{split} before", justify="right")

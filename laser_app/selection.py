@@ -11,22 +11,27 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from laser_adapters.methods import get_method, make_selector
-from laser_app.config import RunConfig
+from laser_app.config import RunConfig, resolve_mab_reward
 from laser_app.errors import LaserError, ModelLoadError
 
 if TYPE_CHECKING:
     from laser_adapters.encoders import ContextEncoder
     from laser_adapters.selector import Selector
+    from laser_app.dev_labels import DevCounts
 
 
 def selector_kwargs(config: RunConfig, encoder: ContextEncoder | None = None,
-                    rm_for_task: Mapping[str, str] | None = None) -> dict[str, Any]:
+                    rm_for_task: Mapping[str, str] | None = None, dev: DevCounts | None = None,
+                    rm_names: Sequence[str] = ()) -> dict[str, Any]:
     """``make_selector`` keyword arguments for ``config.policy``: what its entry in the method table reads,
-    taken from the config (the method's settings are config fields of the same name)."""
+    taken from the config (the method's settings are config fields of the same name) and, for the
+    dev-label methods, from the dev counts (``dev``)."""
     method = get_method(config.policy)
     if not method.learns:
-        available = {"seed": config.seed, "granularity": config.granularity,
-                     "rm_for_task": dict(rm_for_task or {})}
+        route = dev.best(rm_names) if dev is not None and method.labels == "dev" else rm_for_task
+        available = {"seed": config.seed, "granularity": config.granularity, "rm_for_task": dict(route or {}),
+                     "priors": dev.counts if dev is not None else None,
+                     "reward": resolve_mab_reward(config).mab_reward}
         return {k: available[k] for k in method.takes}
     from banditkit.normalizers import MinMaxNormalizer, QuantileNormalizer, ZScoreNormalizer
 
@@ -44,7 +49,8 @@ def selector_kwargs(config: RunConfig, encoder: ContextEncoder | None = None,
 
 
 def selector_for(config: RunConfig, *, model: Any, tokenizer: Any, rm_names: Sequence[str],
-                 rm_for_task: Mapping[str, str] | None) -> tuple[Selector, TimedEncoder | None, bool]:
+                 rm_for_task: Mapping[str, str] | None,
+                 dev: DevCounts | None = None) -> tuple[Selector, TimedEncoder | None, bool]:
     """The selector ``config.policy`` names over ``rm_names``, its timed context encoder (contextual
     policies only), and whether that encoder reads the policy's hidden states (so generation's prefill can
     supply them)."""
@@ -58,7 +64,8 @@ def selector_for(config: RunConfig, *, model: Any, tokenizer: Any, rm_names: Seq
         raise LaserError("--policy oracle routes each task to its own RM: give --rm-for-task task=rm pairs "
                          "(the built-in world sets them)")
     selector = cast("Selector", make_selector(config.policy, rm_names,
-                                              **selector_kwargs(config, encoder, rm_for_task)))
+                                              **selector_kwargs(config, encoder, rm_for_task, dev,
+                                                                rm_names)))
     return selector, encoder, encoder is not None and reads_policy_states(encoder.inner)
 
 

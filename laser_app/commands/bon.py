@@ -21,8 +21,8 @@ BON_FIELDS = ("policy", "alpha", "ridge", "discount", "epsilon", "epsilon_decay"
 #: Where best-of-n reads a setting differently from training.
 BON_HELP = {
     "mab_reward": "Bandit reward: nll (the negative NLL of the chosen answer under the policy; no labels), "
-                  "heldout (whether the chosen answer was right, learned after answering: labels as online "
-                  "feedback) or auto (heldout when every prompt has an answer, else nll). (default: auto)",
+                  "gold (whether the chosen answer was right, learned after answering: labels as online "
+                  "feedback, so every prompt's answer is read) or auto (nll). (default: auto)",
     "data": "Prompts to answer as JSONL with `prompt`, `answer` (for accuracy and F1) and optional `task` "
             "(default: the built-in test split).",
     "batch_size": "Prompts per generate call; the selector still decides per prompt. (default: 8)",

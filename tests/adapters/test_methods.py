@@ -11,6 +11,8 @@ from banditkit.policies.epsilon_greedy import EpsilonGreedy
 from laser_adapters.encoders import HashingEncoder
 from laser_adapters.methods import (
     BANDIT_KEYWORDS,
+    COMMON_KEYWORDS,
+    GOLD_RM,
     METHODS,
     Method,
     get_method,
@@ -34,7 +36,7 @@ def test_entries_are_consistent() -> None:
             assert method.contextual == bool(method.policy.contextual)  # type: ignore[union-attr]
         else:
             assert method.build is not None and not method.settings
-            assert set(method.takes) <= {"seed", "granularity", "rm_for_task"}
+            assert set(method.takes) <= set(COMMON_KEYWORDS)
 
 
 def test_settings_are_run_config_fields_with_one_meaning() -> None:
@@ -54,7 +56,8 @@ def test_every_method_builds_a_selector() -> None:
     enc = HashingEncoder(dim=16)
     for name in method_names():
         concrete = "fixed:rm-b" if name == "fixed:NAME" else name
-        sel = make_selector(concrete, RMS, encoder=enc, seed=1, rm_for_task={"t": "rm-a"})
+        rms = [*RMS, GOLD_RM] if name == GOLD_RM else RMS  # the run registers the answer checker as an RM
+        sel = make_selector(concrete, rms, encoder=enc, seed=1, rm_for_task={"t": "rm-a"})
         assert isinstance(sel, Selector) and sel.name == concrete
         assert isinstance(sel, RMSelector) == get_method(concrete).learns
 
@@ -88,7 +91,7 @@ def test_a_new_entry_reaches_config_help_compare_and_make_selector(monkeypatch: 
                    settings={"epsilon": "epsilon"}, fixed={"decay": 0.05})
     monkeypatch.setitem(METHODS, entry.name, entry)
     assert RunConfig(policy="egreedy-decay").policy == "egreedy-decay"
-    assert "egreedy-decay: epsilon-greedy with a decaying rate" in methods_help()
+    assert "egreedy-decay" in methods_help().split(";")[0]  # listed among the bandits
     method = parse_method("egreedy-decay[epsilon=0.3]")
     assert method.learns and dict(method.settings) == {"policy": "egreedy-decay", "epsilon": 0.3}
     sel = make_selector("egreedy-decay", RMS, epsilon=0.3, seed=0)

@@ -354,10 +354,10 @@ def _one_step(reward: str, extra: dict[str, Any], *, granularity: str = "batch",
 
 
 def test_registry_names_and_docstrings() -> None:
-    assert list(BANDIT_REWARDS) == ["dpo+nll", "dpo", "nll", "loss-decrease", "agreement", "heldout",
+    assert list(BANDIT_REWARDS) == ["dpo+nll", "dpo", "nll", "loss-decrease", "agreement", "gold",
                                     "consistency"]
     assert all(r.fn.__doc__ for r in BANDIT_REWARDS.values())
-    names = r"valid names: dpo\+nll, dpo, nll, loss-decrease, agreement, heldout, consistency"
+    names = r"valid names: dpo\+nll, dpo, nll, loss-decrease, agreement, gold, consistency"
     with pytest.raises(ValueError, match=names):
         get_reward("reward")
 
@@ -424,15 +424,15 @@ def test_agreement_reward_direct() -> None:
 def test_heldout_reward_uses_the_chosen_rms_top_response() -> None:
     # the routed RM ranks y top in every prompt (scores [0, 1, 0.5])
     correct = [[False, True, False], [True, False, False], [False, True, True]]
-    _, log = _one_step("heldout", {"correct": correct})
+    _, log = _one_step("gold", {"correct": correct})
     assert log["raw_reward"] == pytest.approx(2 / 3)
-    _, log = _one_step("heldout", {"correct": {1: [False, True, False]}}, granularity="instance")
+    _, log = _one_step("gold", {"correct": {1: [False, True, False]}}, granularity="instance")
     assert [p["raw_reward"] for p in log["per_prompt"]] == [1.0]
     assert log["skipped_prompts"] == [0, 2]  # no answers to check
     with pytest.raises(ValueError, match="needs correct:"):
-        _one_step("heldout", {})
+        _one_step("gold", {})
     with pytest.raises(ValueError, match="has 2 entries but 3 responses"):
-        _one_step("heldout", {"correct": [[True, False]] * 3})
+        _one_step("gold", {"correct": [[True, False]] * 3})
 
 
 # --------------------------------------------------------------------------- state

@@ -200,7 +200,9 @@ def test_default_run_on_a_small_built_world(small_world: Path, tmp_path: Path) -
     assert m["in_domain_share"] is not None and m["lock_in"] is not None
     resolved = json.loads((out / "resolved.json").read_text())
     assert resolved["stop"] == "\n" and resolved["threads"] == 1
-    assert resolved["mab_reward"] == "heldout"  # auto: every built-in training prompt has an answer
+    assert resolved["mab_reward"] == "dpo+nll"  # auto never reads training labels
+    assert resolved["labels"] == {"budget": "none", "labelled_prompts": 0,
+                                  "source": "none: the RMs and the policy only"}
     assert resolved["world"].startswith(str(small_world))
     assert json.loads((out / "status.json").read_text())["state"] == "complete"
     pairs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
@@ -225,7 +227,7 @@ def test_oracle_run_routes_each_task_to_its_rm(small_world: Path, tmp_path: Path
 def test_bon_on_a_small_built_world(small_world: Path, tmp_path: Path) -> None:
     out = tmp_path / "bon"
     args = ["bon", "--policy", "linucb", "--cache-dir", str(small_world), "--set", f"world_scale={SCALE}",
-            "--n-responses", "3", "--mab-reward", "heldout", "--out", str(out), "--no-progress"]
+            "--n-responses", "3", "--mab-reward", "gold", "--out", str(out), "--no-progress"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, (result.output, result.exception)
     assert "best-of-3 with linucb" in result.stdout and f"run folder: {out}" in result.stdout
