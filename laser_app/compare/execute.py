@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from laser_app.compare.plan import PlannedRun
+from laser_app.compare.plan import PlannedRun, RunKey
 from laser_app.config import RunConfig, format_validation_error
 from laser_app.errors import LaserError
 
@@ -102,8 +102,7 @@ def _one_thread() -> Iterator[None]:
 
 def execute_runs(runs: Sequence[PlannedRun], *, jobs: int,
                  on_start: Callable[[PlannedRun], None] = lambda run: None,
-                 on_done: Callable[[PlannedRun, Outcome], None] = lambda run, out: None) -> dict[
-                     tuple[str, str, int], Outcome]:
+                 on_done: Callable[[PlannedRun, Outcome], None] = lambda run, out: None) -> dict[RunKey, Outcome]:
     """Run ``runs``: in this process when ``jobs`` is 1, else in ``jobs`` spawned worker processes.
 
     A user error (bad data, missing model, ...) stops the remaining runs, since every run would hit it.
@@ -118,8 +117,8 @@ def execute_runs(runs: Sequence[PlannedRun], *, jobs: int,
 
 def _in_process(runs: Sequence[PlannedRun], payload: Sequence[tuple[dict[str, Any], str]],
                 on_start: Callable[[PlannedRun], None],
-                on_done: Callable[[PlannedRun, Outcome], None]) -> dict[tuple[str, str, int], Outcome]:
-    outcomes: dict[tuple[str, str, int], Outcome] = {}
+                on_done: Callable[[PlannedRun, Outcome], None]) -> dict[RunKey, Outcome]:
+    outcomes: dict[RunKey, Outcome] = {}
     with _one_thread():
         for run, args in zip(runs, payload, strict=True):
             on_start(run)
@@ -132,11 +131,11 @@ def _in_process(runs: Sequence[PlannedRun], payload: Sequence[tuple[dict[str, An
 
 def _in_workers(runs: Sequence[PlannedRun], payload: Sequence[tuple[dict[str, Any], str]], jobs: int,
                 on_start: Callable[[PlannedRun], None],
-                on_done: Callable[[PlannedRun, Outcome], None]) -> dict[tuple[str, str, int], Outcome]:
+                on_done: Callable[[PlannedRun, Outcome], None]) -> dict[RunKey, Outcome]:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
-    outcomes: dict[tuple[str, str, int], Outcome] = {}
+    outcomes: dict[RunKey, Outcome] = {}
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(runs)), mp_context=ctx,
                              initializer=_init_worker) as pool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,9 +41,16 @@ METHOD_ALIASES: dict[str, dict[str, Any]] = {
                     "granularity": "batch", "mab_reward": "dpo+nll", "scope": "global",
                     "normalizer": "quantile", "quantile_low": 0.2, "quantile_high": 0.8,
                     "reward_baseline": 0.0},
+    # one change at a time on top of the defaults (which differ from laser-paper in the reward shift only)
     "laser-percontext": {"scope": "per-context"},
-    "laser-dpo": {"mab_reward": "dpo"},
     "laser-instance": {"granularity": "instance"},
+    "laser-dpo": {"mab_reward": "dpo"},
+    "laser-consistency": {"mab_reward": "consistency"},
+    "laser-agreement": {"mab_reward": "agreement"},
+    # reads every training prompt's answer: compared with gold and rejection-sft, never with the above
+    "laser-gold": {"mab_reward": "gold"},
+    # rejection-sampling fine-tuning: the answer checker picks a right sample, trained on by NLL alone
+    "rejection-sft": {"policy": "gold", "dpo_weight": 0.0},
 }
 #: One line per alias, for help texts.
 ALIAS_HELP: dict[str, str] = {
@@ -53,6 +60,11 @@ ALIAS_HELP: dict[str, str] = {
     "laser-percontext": "default LASeR with per-context (per-task) reward normalization",
     "laser-dpo": "default LASeR with the DPO term alone as the bandit reward",
     "laser-instance": "default LASeR choosing an RM per prompt (instance granularity)",
+    "laser-consistency": "default LASeR rewarded by self-consistency (no labels)",
+    "laser-agreement": "default LASeR rewarded by agreement with the other RMs on probe prompts (no labels)",
+    "laser-gold": "default LASeR rewarded by the chosen RM's top sample being right (reads every training label)",
+    "rejection-sft": "fine-tuning on a right sample per prompt (the answer checker picks it; reads every "
+                     "training label)",
 }
 #: RunConfig fields that compare sets per run; a method or shared setting may not set them.
 RESERVED_FIELDS: dict[str, str] = {
@@ -62,8 +74,10 @@ RESERVED_FIELDS: dict[str, str] = {
     "out": "use compare's --out for the compare folder",
     "overwrite": "use compare's --rerun to run complete runs again",
 }
-#: Baselines in the default method list (with sft, fixed:<each RM> and the LASeR aliases).
-DEFAULT_BASELINES = tuple(m.name for m in METHODS.values() if m.in_compare and not m.learns)
+#: Baselines in the default method list (with sft, fixed:<each RM> and the LASeR aliases): those that read no
+#: labels, and the oracle (the upper bound). Methods that read labels are in the ``evidence`` preset.
+DEFAULT_BASELINES = tuple(m.name for m in METHODS.values() if m.in_compare and not m.learns
+                          and getattr(m, "labels", "none") in ("none", "oracle"))
 
 
 class MethodError(LaserError):
@@ -262,7 +276,8 @@ def default_methods(rm_names: Sequence[str]) -> list[Method]:
 
 
 def pick_reference(methods: Sequence[Method], reference: str | None = None) -> str | None:
-    """The method the others are tested against: ``reference``, else ``laser``, else the first learner.
+    """The reference of the label-free methods (and of relative wall time): ``reference``, else ``laser``,
+    else the first learner. Each other label budget has its own (:func:`~laser_app.compare.budgets.class_references`).
 
     >>> pick_reference(parse_methods("random,lints,laser-dpo"))
     'lints'
@@ -275,3 +290,80 @@ def pick_reference(methods: Sequence[Method], reference: str | None = None) -> s
     if LASER in labels:
         return LASER
     return next((m.label for m in methods if m.learns), None)
+
+
+#: Stands for ``fixed:<rm>`` for each RM in use, in a preset's method list.
+EACH_RM = "fixed:*"
+#: Methods of the evidence table that read labels (or estimate RM accuracy without them), by name; those
+#: that are neither a method of the table nor an alias when compare runs are left out.
+EVIDENCE_LABELLED = ("agree-estimate", "prior-router", "dev-pick", "gold", "rejection-sft")
+#: The dev budgets (labelled dev prompts per task) at which the evidence table runs ``dev-pick``: its points on
+#: the label-budget curve.
+EVIDENCE_DEV_LABELS = (8, 32, 128)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of compare options: ``methods()`` (names; :data:`EACH_RM` expands to one fixed RM per RM in
+    use), run ``seeds``, ``world_seeds``, ``oods`` (``None``: compare's defaults) and run ``settings`` shared
+    by every run. Options given explicitly win over the preset's."""
+
+    name: str
+    help: str
+    methods: Callable[[], list[str]]
+    seeds: int | None = None
+    world_seeds: tuple[int, ...] | None = None
+    oods: tuple[str, ...] | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def method_list(self, rm_names: Sequence[str]) -> list[Method]:
+        """The preset's methods over ``rm_names``.
+
+        >>> [m.label for m in PRESETS["evidence-quick"].method_list(["rm-a"])]
+        ['sft', 'random', 'laser']
+        """
+        names: list[str] = []
+        for name in self.methods():
+            names += [f"fixed:{rm}" for rm in rm_names] if name == EACH_RM else [name]
+        return parse_methods(list(dict.fromkeys(names)))
+
+
+def evidence_methods() -> list[str]:
+    """The evidence table: sft, each RM alone, the label-free baselines, every LASeR alias, the methods that
+    read labels (by name, as far as they exist; any other method of the table that reads dev or training
+    labels too), ``dev-pick`` at each of :data:`EVIDENCE_DEV_LABELS`, and the oracle."""
+    known = set(method_names())
+    labelled = [n for n in EVIDENCE_LABELLED if n in known]
+    labelled += [n for n, m in METHODS.items() if getattr(m, "labels", "none") in ("dev", "all") and n not in labelled]
+    if "dev-pick" in labelled and "dev_labels" in RunConfig.model_fields:
+        at = labelled.index("dev-pick")
+        labelled[at:at + 1] = [f"dev-pick[dev_labels={n}]" for n in EVIDENCE_DEV_LABELS]
+    free = [n for n in DEFAULT_BASELINES if n != "oracle"]
+    return [SFT, EACH_RM, *free, *METHOD_ALIASES, *labelled, *(["oracle"] if "oracle" in known else [])]
+
+
+#: Named compare presets (``--preset``).
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("evidence", "the full evidence table: sft, each RM alone, the label-free baselines, every LASeR "
+           "alias, the label-reading methods (dev-pick at 8, 32 and 128 dev labels per task) and the oracle, "
+           "over 2 world seeds x 3 run seeds and every ood kind", evidence_methods, seeds=3, world_seeds=(0, 1)),
+    Preset("evidence-quick", "a CI-sized check of the evidence pipeline: sft, random and laser, one world "
+           "seed, one run seed, ood bias, 1 iteration of 2 batches, 10 evaluation prompts per task",
+           lambda: [SFT, "random", LASER], seeds=1, oods=("bias",),
+           settings={"iterations": 1, "batches_per_iteration": 2, "eval_size": 10}),
+)}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``.
+
+    >>> get_preset("evidence-quick").seeds
+    1
+    >>> get_preset("full")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    laser_app.compare.methods.MethodError: --preset 'full' is unknown; valid: evidence, evidence-quick
+    """
+    if name not in PRESETS:
+        raise MethodError([f"--preset {name!r} is unknown; valid: {', '.join(PRESETS)}"])
+    return PRESETS[name]

@@ -3,8 +3,8 @@ use, and the planned runs with their folders (reused when complete, refused when
 
 >>> from laser_app.compare.methods import parse_methods
 >>> runs = plan_runs(parse_methods("random,laser"), {}, seeds=2, oods=["bias"], root=Path("cmp"))
->>> [(r.method, r.seed, r.path.as_posix()) for r in runs][:2]
-[('random', 0, 'cmp/runs/bias/random/seed0'), ('laser', 0, 'cmp/runs/bias/laser/seed0')]
+>>> [(r.method, r.world_seed, r.seed, r.path.as_posix()) for r in runs][:2]
+[('random', 0, 0, 'cmp/runs/bias/world0/random/seed0'), ('laser', 0, 0, 'cmp/runs/bias/world0/laser/seed0')]
 """
 
 from __future__ import annotations
@@ -165,10 +165,14 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
             if a.get(k) != b.get(k)]
 
 
+#: A run's key: ``(ood, world seed, method, seed)``.
+RunKey = tuple[str, int, str, int]
+
+
 @dataclass
 class PlannedRun:
-    """One run of one method for one seed and ood kind; ``shares`` names the method whose identical run
-    (same settings) it reuses."""
+    """One run of one method for one ood kind, world seed and run seed; ``shares`` names the method whose
+    identical run (same settings) it reuses."""
 
     ood: str
     method: str
@@ -176,37 +180,59 @@ class PlannedRun:
     path: Path
     config: RunConfig
     shares: str | None = None
+    world_seed: int = 0
 
     @property
-    def key(self) -> tuple[str, str, int]:
-        """``(ood, method, seed)``: the run's key in outcomes."""
-        return self.ood, self.method, self.seed
+    def key(self) -> RunKey:
+        """``(ood, world seed, method, seed)``: the run's key in outcomes."""
+        return self.ood, self.world_seed, self.method, self.seed
 
-    def describe(self, show_ood: bool) -> str:
-        """``method seed k`` (and the ood kind when ``show_ood``), for progress and messages."""
-        return f"{self.method} seed {self.seed}" + (f" ({self.ood})" if show_ood else "")
+    def describe(self, show_ood: bool, show_world: bool = False) -> str:
+        """``method seed k`` (with the world seed when ``show_world``, the ood kind when ``show_ood``), for
+        progress and messages."""
+        world = f" world {self.world_seed}" if show_world else ""
+        return f"{self.method}{world} seed {self.seed}" + (f" ({self.ood})" if show_ood else "")
+
+
+def parse_world_seeds(text: str | Sequence[int] | None) -> list[int] | None:
+    """``--world-seeds 0,1`` as a list (``None`` when not given).
+
+    >>> parse_world_seeds("0, 1"), parse_world_seeds(None)
+    ([0, 1], None)
+    """
+    if text is None:
+        return None
+    items = [s.strip() for s in text.split(",")] if isinstance(text, str) else [str(s) for s in text]
+    bad = [s for s in items if not s.isdigit()]
+    if bad or not items:
+        raise LaserError(f"--world-seeds {text!r}: expected integers >= 0 separated by commas (e.g. 0,1), "
+                         f"got {', '.join(map(repr, bad)) or 'nothing'}")
+    return list(dict.fromkeys(int(s) for s in items))
 
 
 def plan_runs(methods: Sequence[Method], shared: Mapping[str, Any], *, seeds: int, oods: Sequence[str],
-              root: Path) -> list[PlannedRun]:
-    """Every run to do, ordered ood -> seed -> method, so a partial compare has whole seeds."""
+              root: Path, world_seeds: Sequence[int] | None = None) -> list[PlannedRun]:
+    """Every run to do, ordered ood -> world seed -> seed -> method, so a partial compare has whole units.
+    ``world_seeds`` default to the shared settings' ``world_seed``."""
     plans: list[PlannedRun] = []
+    worlds = list(world_seeds) if world_seeds is not None else [base_config(shared).world_seed]
     for ood in oods:
-        for seed in range(seeds):
-            seen: dict[str, PlannedRun] = {}
-            for m in methods:
-                if m.is_sft:
-                    continue
-                path = root / "runs" / ood / m.slug / f"seed{seed}"
-                cfg = method_config(m, shared, seed=seed, ood=ood, out=path, overwrite=True)
-                key = json.dumps(comparable(cfg.model_dump(mode="json")), sort_keys=True)
-                first = seen.get(key)
-                if first is not None:
-                    plans.append(PlannedRun(ood, m.label, seed, first.path, first.config,
-                                            shares=first.method))
-                    continue
-                seen[key] = run = PlannedRun(ood, m.label, seed, path, cfg)
-                plans.append(run)
+        for world in worlds:
+            for seed in range(seeds):
+                seen: dict[str, PlannedRun] = {}
+                for m in methods:
+                    if m.is_sft:
+                        continue
+                    path = root / "runs" / ood / f"world{world}" / m.slug / f"seed{seed}"
+                    cfg = method_config(m, shared, seed=seed, ood=ood, world_seed=world, out=path, overwrite=True)
+                    key = json.dumps(comparable(cfg.model_dump(mode="json")), sort_keys=True)
+                    first = seen.get(key)
+                    if first is not None:
+                        plans.append(PlannedRun(ood, m.label, seed, first.path, first.config,
+                                                shares=first.method, world_seed=world))
+                        continue
+                    seen[key] = run = PlannedRun(ood, m.label, seed, path, cfg, world_seed=world)
+                    plans.append(run)
     return plans
 
 

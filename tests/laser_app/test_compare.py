@@ -18,7 +18,15 @@ from typer.testing import CliRunner
 import laser_app.world
 import laser_app.world.build
 from laser_app.commands.compare import register
-from laser_app.compare import COMPARE_CSV, COMPARE_JSON, COMPARE_PNG, parse_methods, report_compare, run_compare
+from laser_app.compare import (
+    COMPARE_CSV,
+    COMPARE_JSON,
+    COMPARE_PNG,
+    LABEL_BUDGET_PNG,
+    parse_methods,
+    report_compare,
+    run_compare,
+)
 from laser_app.errors import LaserError
 from laser_app.run_dir import RunDir
 from tests.laser_app.tiny_setup import build_tiny_setup
@@ -43,6 +51,18 @@ def test_run_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 0, result.output
     assert seen == {"iterations": "2", "batch_size": "4", "lora": True, "diagnostics": False,
                     "rm_for_task": "math=rm-a"}
+
+    def options(methods: Any, **kw: Any) -> Any:
+        seen.clear()
+        seen.update(kw)
+        raise typer.Exit(code=0)
+
+    # compare's own options: unset ones reach run_compare as None, so a preset can fill them
+    monkeypatch.setattr(laser_app.compare, "run_compare", options)
+    result = runner.invoke(cli(), ["compare", "--preset", "evidence-quick", "--world-seeds", "1, 0,1"])
+    assert result.exit_code == 0, result.output
+    assert seen["preset"].name == "evidence-quick" and seen["world_seeds"] == [1, 0]
+    assert (seen["seeds"], seen["oods"], seen["shared"]) == (None, None, {})
     for args, message in ((["--itrations", "2"], "unknown setting 'itrations'; did you mean --iterations?"),
                           (["--seed", "1"], "use --seeds N"), (["--policy", "lints"], "name it in --methods"),
                           (["--iterations"], "requires an argument"),
@@ -84,8 +104,10 @@ def test_compare_end_to_end_resume_and_rerun(tiny: dict[str, Path], tmp_path: Pa
     result = runner.invoke(cli(), args)
     assert result.exit_code == 0, (result.output, result.exception)
     text = " ".join(result.stdout.split())
-    assert "eval accuracy % after training (mean±std over 2 seeds)" in text
-    assert "paired test of laser[alpha=0.5] vs each method" in text and "in-domain share" in text
+    assert ("eval split: accuracy % after training, mean [95% interval] over 2 units (1 world seed x 2 run "
+            "seeds); bootstrap over units and eval prompts") in text
+    assert "eval split: paired bootstrap of each method vs the reference of its label budget" in text
+    assert "in-domain share" in text and "label_budget.png" in text
     assert "4 runs: 4 run now, 0 reused, 0 failed" in text
 
     data = json.loads((out / COMPARE_JSON).read_text())
@@ -99,17 +121,23 @@ def test_compare_end_to_end_resume_and_rerun(tiny: dict[str, Path], tmp_path: Pa
     assert s["in_domain"]["laser[alpha=0.5]"]["task_runs"] >= 2
     assert s["time"]["laser[alpha=0.5]"]["relative_wall"] == 1.0
     assert len(data["records"]) == 6  # 2 trained methods + sft, 2 seeds
+    assert {(r["world_seed"], r["labels"]["budget"]) for r in data["records"]} == {(0, "none")}
+    assert not any("hits" in r for r in data["records"])  # per-prompt results stay in the run folders
+    assert s["accuracy"]["random"]["resampled"] == "seeds and prompts"
+    assert s["references"] == {"none": "laser[alpha=0.5]"}
+    assert data["world_seeds"] == [0] and s["units"] == [[0, 0], [0, 1]]
     rows = list(csv.DictReader((out / COMPARE_CSV).open()))
     assert len(rows) == 6 * 4 and {r["domain"] for r in rows} == {*DOMAINS, "mean"}
-    assert (out / COMPARE_PNG).stat().st_size > 0
+    assert {(r["world_seed"], r["labels"]) for r in rows} == {("0", "none")}
+    assert (out / COMPARE_PNG).stat().st_size > 0 and (out / LABEL_BUDGET_PNG).stat().st_size > 0
 
-    runs = sorted((out / "runs" / "bias").glob("*/seed*/status.json"))
+    runs = sorted((out / "runs" / "bias" / "world0").glob("*/seed*/status.json"))
     assert len(runs) == 4
     for status in runs:
         assert json.loads(status.read_text())["state"] == "complete"
     config = json.loads((runs[0].parent / "config.json").read_text())
     assert config["iterations"] == 1 and config["batch_size"] == 3 and config["ood"] == "bias"
-    laser_dir = next((out / "runs" / "bias").glob("laser-alpha-0.5-*"))
+    laser_dir = next((out / "runs" / "bias" / "world0").glob("laser-alpha-0.5-*"))
     laser_cfg = json.loads((laser_dir / "seed1" / "config.json").read_text())
     assert (laser_cfg["policy"], laser_cfg["alpha"], laser_cfg["seed"]) == ("linucb", 0.5, 1)
 
@@ -117,7 +145,7 @@ def test_compare_end_to_end_resume_and_rerun(tiny: dict[str, Path], tmp_path: Pa
     result = runner.invoke(cli(), args)
     assert result.exit_code == 0
     assert "4 runs: 0 run now, 4 reused, 0 failed" in " ".join(result.stdout.split())
-    RunDir(out / "runs" / "bias" / "random" / "seed1").mark_failed("killed")
+    RunDir(out / "runs" / "bias" / "world0" / "random" / "seed1").mark_failed("killed")
     result = runner.invoke(cli(), args)
     assert result.exit_code == 0
     assert "4 runs: 1 run now, 3 reused, 0 failed" in " ".join(result.stdout.split())
@@ -131,8 +159,39 @@ def test_compare_end_to_end_resume_and_rerun(tiny: dict[str, Path], tmp_path: Pa
     # laser report COMPARE_DIR redraws the plot and prints the tables
     (out / COMPARE_PNG).unlink()
     console = Console(record=True, width=200)
-    assert report_compare(out, console) == [out / COMPARE_PNG] and (out / COMPARE_PNG).is_file()
-    assert "paired test of laser[alpha=0.5]" in " ".join(console.export_text().split())
+    assert report_compare(out, console) == [out / COMPARE_PNG, out / LABEL_BUDGET_PNG]
+    assert (out / COMPARE_PNG).is_file()
+    assert "paired bootstrap of each method" in " ".join(console.export_text().split())
+
+
+def test_preset_fills_what_is_not_given_and_budgets_split_the_comparisons(tiny: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    args = ["compare", "--out", str(out), "--jobs", "1", "--no-progress", "--preset", "evidence-quick",
+            "--model", str(tiny["policy"]), "--rm-registry", str(tiny["registry"]), "--data", str(tiny["train"]),
+            "--eval-data", str(tiny["eval"]), "--batch-size", "3", "--n-responses", "4", "--max-new-tokens", "4",
+            "--context", "hash", "--eval-size", "3", "--set", "rm_for_task=math=rm-a,yesno=rm-b,mcq=rm-c"]
+    result = runner.invoke(cli(), args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "2 runs: 2 run now, 0 reused, 0 failed" in " ".join(result.stdout.split())
+    data = json.loads((out / COMPARE_JSON).read_text())
+    assert data["preset"] == "evidence-quick" and data["seeds"] == 1 and data["world_seeds"] == [0]
+    assert [m["label"] for m in data["methods"]] == ["sft", "random", "laser"]
+    config = json.loads((out / "runs" / "bias" / "world0" / "laser" / "seed0" / "config.json").read_text())
+    # the preset's run settings, but the flag given wins
+    assert (config["iterations"], config["batches_per_iteration"], config["eval_size"]) == (1, 2, 3)
+
+    # an oracle added to the same folder: the two runs are reused, and the oracle is a class of its own
+    result = runner.invoke(cli(), [*args, "--methods", "sft,random,laser,oracle"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    text = " ".join(result.stdout.split())
+    assert "3 runs: 1 run now, 2 reused, 0 failed" in text
+    s = json.loads((out / COMPARE_JSON).read_text())["summary"]["bias"]
+    assert s["methods"] == ["sft", "random", "laser", "oracle"]
+    assert {m: s["labels"][m]["budget"] for m in s["methods"]} == {"sft": "none", "random": "none", "laser": "none",
+                                                                   "oracle": "oracle"}
+    assert s["references"] == {"none": "laser", "oracle": "oracle"} and set(s["paired"]) == {"sft", "random"}
+    assert "│ oracle │ oracle │" in result.stdout
 
 
 def test_a_failing_method_is_reported_and_the_others_finish(tiny: dict[str, Path], tmp_path: Path) -> None:
@@ -158,6 +217,9 @@ def test_a_failing_method_is_reported_and_the_others_finish(tiny: dict[str, Path
     (("--methods", "laser", "--itrations", "2"),
      "error: option --itrations: unknown setting 'itrations'; did you mean --iterations?"),
     (("--methods", "laser", "--seed", "2"), "error: option --seed: 'seed' cannot be set here"),
+    (("--preset", "full"), "error: --preset 'full' is unknown; valid: evidence, evidence-quick"),
+    (("--methods", "laser", "--world-seeds", "0,x"), "error: --world-seeds '0,x': expected integers >= 0"),
+    (("--methods", "laser", "--world-seeds", "0,1"), "error: --world-seeds picks built-in worlds, but these runs"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tiny: dict[str, Path], tmp_path: Path, extra: tuple[str, ...],
                                           message: str) -> None:
@@ -239,6 +301,54 @@ def test_world_scale_flag_reaches_the_world_loader(load_world_calls: list[dict[s
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == "error: could not load the built-in world: no world in this test"
     assert [c["scale"] for c in load_world_calls] == [0.05]
+
+
+class StandInWorld:
+    """What compare reads of a built-in world: its RM names and RM-for-task map."""
+
+    def __init__(self) -> None:
+        self.rm_for_task = {"math": "rm-a", "yesno": "rm-b", "mcq": "rm-c"}
+
+    def registry(self, ood: str) -> Any:
+        return type("Registry", (), {"names": ["rm-a", "rm-b", "rm-c"]})()
+
+
+def test_world_seeds_and_the_evidence_preset_plan_every_unit(monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    """Every world is loaded before any run; runs are planned per ood kind x world seed x run seed (nothing
+    runs here: the runner is replaced)."""
+    import laser_app.compare
+
+    loaded: list[int] = []
+
+    def load_world(cache_dir: Any = None, **kwargs: Any) -> Any:
+        loaded.append(kwargs["seed"])
+        return StandInWorld()
+
+    planned: list[Any] = []
+    monkeypatch.setattr(laser_app.world, "load_world", load_world)
+    monkeypatch.setattr(laser_app.world.build, "load_world", load_world)
+    monkeypatch.setattr(laser_app.compare, "execute_runs", lambda runs, **kw: planned.extend(runs) or {})
+
+    result = run_compare(parse_methods("sft,random,laser"), seeds=2, world_seeds=[0, 3], oods=["bias", "noise"],
+                         out=tmp_path / "a", progress=False)
+    assert loaded == [0, 3] and result.data["world_seeds"] == [0, 3]
+    assert len(planned) == 2 * 2 * 2 * 2  # ood x world seed x run seed x trained method
+    assert {(p.ood, p.world_seed, p.seed) for p in planned} == {(o, w, k) for o in ("bias", "noise")
+                                                                for w in (0, 3) for k in (0, 1)}
+    assert all(p.config.world_seed == p.world_seed and f"world{p.world_seed}" in p.path.parts for p in planned)
+
+    loaded.clear()
+    planned.clear()
+    result = run_compare(None, preset="evidence", out=tmp_path / "b", progress=False)
+    data = result.data
+    assert loaded == [0, 1] and (data["preset"], data["seeds"], data["world_seeds"]) == ("evidence", 3, [0, 1])
+    assert data["oods"] == list(laser_app.world.OOD_KINDS)
+    labels = [m["label"] for m in data["methods"]]
+    assert labels[:4] == ["sft", "fixed:rm-a", "fixed:rm-b", "fixed:rm-c"] and "oracle" in labels
+    trained = {p.method for p in planned}
+    assert len(planned) == len(trained) * 3 * 2 * len(laser_app.world.OOD_KINDS)
+    assert trained | {p["method"] for p in data["shared_runs"]} == set(labels) - {"sft"}
 
 
 def test_importing_compare_loads_no_torch() -> None:

@@ -11,16 +11,23 @@ from laser_adapters.methods import get_method
 from laser_adapters.methods import method_names as method_table_names
 from laser_app.compare import (
     METHOD_ALIASES,
+    PRESETS,
     RESERVED_FIELDS,
     MethodError,
+    base_config,
     check_method_configs,
     default_methods,
+    evidence_methods,
+    get_preset,
+    method_names,
     parse_method,
     parse_methods,
     pick_reference,
+    plan_runs,
     shared_settings,
 )
 from laser_app.config import RunConfig, parse_value
+from laser_app.world import OOD_KINDS
 from tests.laser_app.tiny_setup import RMS
 
 
@@ -105,14 +112,14 @@ def test_shared_settings_from_a_config_file(tmp_path: Path) -> None:
         shared_settings(None, {"colour": "red"})
 
 
-
-def test_every_alias_is_a_bandit_of_the_method_table_with_config_fields() -> None:
+def test_every_alias_is_a_method_of_the_table_with_config_fields() -> None:
     for name, settings in METHOD_ALIASES.items():
         assert set(settings) <= set(RunConfig.model_fields), (name, set(settings) - set(RunConfig.model_fields))
         assert not set(settings) & (set(RESERVED_FIELDS) - {"policy"}), name
         method = parse_method(name)
         assert method.policy in method_table_names(), (name, method.policy)
-        assert get_method(method.policy).learns and method.learns, name
+        # LASeR variants are bandits; the others are named variants of a baseline (rejection-sft of gold)
+        assert get_method(method.policy).learns == method.learns == name.startswith("laser"), name
         assert dict(method.settings) == {"policy": method.policy, **settings}
 
 
@@ -120,3 +127,43 @@ def test_every_alias_is_a_bandit_of_the_method_table_with_config_fields() -> Non
 def test_override_values_read_as_run_settings_read_them(raw: str) -> None:
     # one value parser for --set and for method[key=value]
     assert parse_method(f"linucb[alpha={raw}]").settings["alpha"] == parse_value(raw)
+
+
+def test_presets_name_valid_methods_and_settings() -> None:
+    for preset in PRESETS.values():
+        methods = preset.method_list(list(RMS))
+        check_method_configs(methods, dict(preset.settings), list(RMS))
+        base_config(preset.settings)
+        assert set(preset.oods or ()) <= set(OOD_KINDS)
+    evidence = get_preset("evidence")
+    labels = [m.label for m in evidence.method_list(list(RMS))]
+    assert labels[:9] == ["sft", "fixed:rm-a", "fixed:rm-b", "fixed:rm-c", "random", "sequential", "ensemble-score",
+                          "ensemble-agree", *list(METHOD_ALIASES)[:1]]
+    assert set(METHOD_ALIASES) <= set(labels) and labels[-1] == "oracle"
+    assert (evidence.seeds, evidence.world_seeds, evidence.oods) == (3, (0, 1), None)  # None: every ood kind
+    known = set(method_names())
+    for name in ("gold", "rejection-sft", "prior-router", "agree-estimate"):
+        assert (name in labels) == (name in known), name
+    if "dev-pick" in known:
+        assert [x for x in labels if x.startswith("dev-pick")] == [
+            f"dev-pick[dev_labels={n}]" for n in (8, 32, 128)]
+    assert evidence_methods() == evidence.methods()
+    with pytest.raises(MethodError, match="--preset 'full' is unknown; valid: evidence, evidence-quick"):
+        get_preset("full")
+
+
+def test_quick_preset_plans_one_small_run_per_trained_method(tmp_path: Path) -> None:
+    quick = get_preset("evidence-quick")
+    methods = quick.method_list(list(RMS))
+    assert [m.label for m in methods] == ["sft", "random", "laser"]
+    assert (quick.seeds, quick.world_seeds, quick.oods) == (1, None, ("bias",))
+    runs = plan_runs(methods, quick.settings, seeds=quick.seeds or 0, oods=quick.oods or (), root=tmp_path)
+    assert [(r.ood, r.world_seed, r.method, r.seed) for r in runs] == [("bias", 0, "random", 0),
+                                                                      ("bias", 0, "laser", 0)]
+    for r in runs:
+        assert (r.config.iterations, r.config.batches_per_iteration, r.config.eval_size) == (1, 2, 10)
+    # world seeds multiply the runs, each in its own folder
+    runs = plan_runs(methods, quick.settings, seeds=2, oods=["bias"], root=tmp_path, world_seeds=[0, 3])
+    assert [r.key for r in runs][:3] == [("bias", 0, "random", 0), ("bias", 0, "laser", 0), ("bias", 0, "random", 1)]
+    assert len(runs) == 8 and runs[-1].key == ("bias", 3, "laser", 1)
+    assert runs[-1].config.world_seed == 3 and runs[-1].path == tmp_path / "runs/bias/world3/laser/seed1"
