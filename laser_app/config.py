@@ -98,8 +98,9 @@ class RunConfig(BaseModel):
     rm_registry: Path | None = Field(None, description=(
         "TOML/YAML RM registry file (a table `rms` keyed by name); default: the built-in world's RMs."))
     ood: OodKind = Field("bias", description=(
-        "Out-of-domain behaviour of the built-in RMs: bias (systematically biased) or noise "
-        "(uninformative)."))
+        "Out-of-domain behaviour of the built-in RMs: weak (informative but weak, errors independent across "
+        "RMs, like real RMs), indep-bias (each wrong RM has its own bias rule), bias (the wrong RMs share one "
+        "bias rule) or noise (uninformative); bias and noise are stress tests."))
     max_loaded_rms: int | None = Field(None, ge=1, description=(
         "RMs held in memory at once (default: every RM in use; lower it when they do not fit together, "
         "at the cost of reloading on a switch)."))

@@ -9,11 +9,14 @@ chosen by measurement on the dev split, and ``world.json`` records what each bui
    (middling accuracy: room for DPO); the end of the same run is a stronger model that every RM starts from.
 3. Sample the policy's own answers (temperature 0.8) on ``rm`` prompts (RM training) and ``dev`` prompts
    (RM evaluation).
-4. Train the three specialist RMs twice, once per out-of-domain behaviour (``noise``, ``bias``; see
-   :mod:`laser_app.world.specialists`), save them with ``save_pretrained`` and write one registry file per
-   behaviour, so they load through ``RMRegistry`` and ``SequenceClassifierRM`` like any hub RM.
-5. Measure the policy's accuracy and each RM's pairwise accuracy per task through those registry files, and
-   write ``world.json`` last.
+4. Train a verifier per domain and, for the ``weak`` RMs, a generalist verifier of all three; then the three
+   specialist RMs once per out-of-domain behaviour (``bias``, ``noise``, ``weak``, ``indep-bias``; see
+   :mod:`laser_app.world.specialists`), save them with ``save_pretrained`` under ``rms/<behaviour>/`` and
+   write one registry file ``rms-<behaviour>.toml`` per behaviour, so they load through ``RMRegistry`` and
+   ``SequenceClassifierRM`` like any hub RM.
+5. Measure the policy's accuracy and, through those registry files, each RM's pairwise accuracy per task,
+   how often it follows its bias rule and how often each pair of RMs orders a pair alike, and write
+   ``world.json`` last.
 
 The build runs in a temporary sibling folder that is renamed into place at the end, so an interrupted or
 failed build never leaves a folder that looks complete. torch runs on a fixed number of threads (one unless
@@ -33,14 +36,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from laser_app.world.roles import OOD_KINDS, RM_FOR_TASK
-from laser_app.world.specs import WorldSpec
+from laser_app.world.roles import OOD_KINDS, RM_FOR_TASK, rule_name, rule_sign
+from laser_app.world.specs import RMTrainSpec, WorldSpec
 from laser_app.world.tasks import STOP, TASKS, Example, make_splits, read_jsonl, write_jsonl
 
 if TYPE_CHECKING:
     from laser_adapters.reward_models import RMRegistry
 
-WORLD_VERSION = 4  # 4: built on one torch thread by default (3 chose one or two by machine load)
+WORLD_VERSION = 5  # 5: RMs with out-of-domain behaviours weak and indep-bias, RM agreement measured
+# (4: built on one torch thread by default; 3 chose one or two by machine load)
 ENV_CACHE_DIR = "LASER_CACHE_DIR"
 SPLITS = ("train", "dev", "test")
 
@@ -101,7 +105,7 @@ class World:
         return list(self.meta["quality"])
 
     def registry_file(self, ood: str = "bias") -> Path:
-        """The TOML registry of the RMs with out-of-domain behaviour ``ood`` (``"bias"`` or ``"noise"``)."""
+        """The TOML registry of the RMs with out-of-domain behaviour ``ood`` (one of ``ood_kinds``)."""
         if ood not in self.meta["quality"]:
             raise ValueError(f"ood must be one of {self.ood_kinds}, got {ood!r}")
         return self.path / f"rms-{ood}.toml"
@@ -120,7 +124,7 @@ class World:
     def info(self) -> dict[str, Any]:
         """What ``laser world info`` prints: sizes, policy accuracy, RM quality matrices, timings."""
         keys = ("version", "seed", "path", "tasks", "rm_for_task", "sizes", "policy", "rm_base", "quality",
-                "bias_agreement", "rm_parameters", "timings", "torch_threads", "spec")
+                "bias_agreement", "bias_rules", "rm_agreement", "rm_parameters", "timings", "torch_threads", "spec")
         return {k: (str(self.path) if k == "path" else self.meta.get(k)) for k in keys}
 
 
@@ -265,7 +269,13 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
         rows_of,
         sft,
     )
-    from laser_app.world.quality import bias_agreement, eval_candidates, pairwise_accuracy
+    from laser_app.world.quality import (
+        bias_agreement,
+        by_task,
+        eval_candidates,
+        pairwise_agreement,
+        preferences,
+    )
     from laser_app.world.specialists import (
         Candidate,
         RMTrainingPair,
@@ -286,9 +296,12 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
         clock = now
 
     policy_spec = spec.policy
-    n_rms = len(OOD_KINDS) * len(TASKS)
-    bar = _Progress(progress, total=policy_spec.steps + sum(v.steps for v in spec.verifiers)
-                    + n_rms * spec.rm.steps + 2)
+
+    def stage_two(ood: str) -> RMTrainSpec:
+        return spec.weak_rm if ood == "weak" else spec.rm
+
+    bar = _Progress(progress, total=policy_spec.steps + sum(v.steps for v in spec.verifiers) + spec.generalist.steps
+                    + len(TASKS) * sum(stage_two(ood).steps for ood in OOD_KINDS) + 2)
     gen_kw: dict[str, Any] = dict(temperature=spec.temperature, max_new_tokens=spec.max_new_tokens)
 
     with bar.running():
@@ -359,6 +372,16 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
             verifiers[task] = {k: v.detach().clone() for k, v in rm.state_dict().items()}
         lap("verifiers")
 
+        # the "weak" RMs' first stage: the slowest domain's verifier, trained on every domain
+        bar.stage("generalist verifier")
+        slowest = max(range(len(TASKS)), key=lambda i: spec.verifiers[i].steps)
+        rm = new_reward_model(base, seed=seed + len(TASKS))
+        rm.load_state_dict(verifiers[TASKS[slowest]])
+        every = [RMTrainingPair(c.prompt, c.correct, c.wrong, c.task) for c in candidates]
+        train_reward_model(rm, tok, every, None, spec.generalist, seed=seed + len(TASKS), progress=bar.advance)
+        generalist = {k: v.detach().clone() for k, v in rm.state_dict().items()}
+        lap("generalist")
+
         for v_index, ood in enumerate(OOD_KINDS):
             lines = []
             for t_index, (task, name) in enumerate(RM_FOR_TASK.items()):
@@ -366,8 +389,8 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
                 rm_seed = seed + 10 * (v_index + 1) + t_index
                 pairs = label_pairs(candidates, home=task, ood=ood, rng=np.random.default_rng([seed, 77, rm_seed]))
                 rm = new_reward_model(base, seed=rm_seed)
-                rm.load_state_dict(verifiers[task])
-                train_reward_model(rm, tok, pairs, task, spec.rm, seed=rm_seed, progress=bar.advance)
+                rm.load_state_dict(generalist if ood == "weak" else verifiers[task])
+                train_reward_model(rm, tok, pairs, task, stage_two(ood), seed=rm_seed, progress=bar.advance)
                 rm_params = count_parameters(rm)
                 rm.save_pretrained(out / "rms" / ood / name)
                 tok.save_pretrained(out / "rms" / ood / name)
@@ -382,14 +405,24 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
         held_out = eval_candidates(dev, dev_samples)
         quality: dict[str, dict[str, dict[str, float]]] = {}
         agreement: dict[str, dict[str, dict[str, float]]] = {}
+        rules: dict[str, dict[str, dict[str, str]]] = {}
+        rm_agreement: dict[str, dict[str, dict[str, float]]] = {}
         for ood in OOD_KINDS:
             registry = RMRegistry.from_file(out / f"rms-{ood}.toml", max_loaded=1)
-            quality[ood], agreement[ood] = {}, {}
+            prefs = {}
+            quality[ood] = {}
+            if ood != "weak":  # the weak RMs follow no rule; the others are measured against theirs
+                agreement[ood], rules[ood] = {}, {}
             for task, name in RM_FOR_TASK.items():
                 scorer = registry.get(name)
-                quality[ood][name] = pairwise_accuracy(scorer.score, held_out)
-                agreement[ood][name] = {t: v for t, v in bias_agreement(scorer.score, held_out).items()
-                                        if t != task}
+                prefs[name] = preferences(scorer.score, held_out)
+                quality[ood][name] = by_task(prefs[name], held_out)
+                if ood in rules:
+                    signs = {t: rule_sign(ood, name, t) for t in TASKS if t != task}
+                    agreement[ood][name] = {t: v for t, v in bias_agreement(scorer.score, held_out, signs=signs).items()
+                                            if t != task}
+                    rules[ood][name] = {t: rule_name(ood, name, t) for t in signs}
+            rm_agreement[ood] = pairwise_agreement(prefs, held_out)
         bar.advance()
         bar.stage("done")
         lap("rm_quality")
@@ -412,6 +445,8 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
         "rm_parameters": rm_params,
         "quality": quality,
         "bias_agreement": agreement,
+        "bias_rules": rules,
+        "rm_agreement": rm_agreement,
         "timings": {**timings, "total": round(sum(timings.values()), 2)},
         "torch_threads": torch.get_num_threads(),
         "spec": spec.to_dict(),

@@ -1,9 +1,10 @@
-"""How good each reward model is on each task: the RM quality matrix, and its display.
+"""How good each reward model is on each task: the RM quality matrix, how far RMs agree, and their display.
 
 Quality is measured where it matters to DPO: on held-out prompts, between responses the SFT policy itself
 samples (temperature 0.8), one correct and one wrong. An RM's pairwise accuracy on a task is the share of such
-pairs it ranks correct-over-wrong (a tie counts one half). For the biased variant the share of pairs it orders
-by the stated bias rule is reported too.
+pairs it ranks correct-over-wrong (a tie counts one half). For the variants with a bias rule the share of pairs
+an RM orders by its rule is reported too, and for every variant how often two RMs order a pair alike: errors
+that two RMs share show as agreement above what their accuracies give when their errors are independent.
 """
 
 from __future__ import annotations
@@ -52,6 +53,27 @@ def _scores(score: ScoreFn, candidates: Sequence[Candidate]) -> tuple[np.ndarray
     return good, bad
 
 
+def preferences(score: ScoreFn, candidates: Sequence[Candidate]) -> np.ndarray:
+    """Per candidate, 1.0 when ``score`` ranks the correct response above the wrong one, 0.0 when below,
+    0.5 for a tie.
+
+    >>> from laser_app.world.specialists import Candidate
+    >>> cands = [Candidate("p", "math", " 4", " 5"), Candidate("q", "math", " 3", " 3.0")]
+    >>> preferences(lambda ps, rs: np.array([float(r) for r in rs]), cands).tolist()
+    [0.0, 0.5]
+    """
+    if not candidates:
+        return np.zeros(0)
+    good, bad = _scores(score, candidates)
+    return np.asarray((good > bad) + 0.5 * (good == bad), dtype=np.float64)
+
+
+def by_task(values: np.ndarray, candidates: Sequence[Candidate]) -> dict[str, float]:
+    """The mean of ``values`` (one per candidate) per task."""
+    tasks = np.array([c.task for c in candidates])
+    return {t: float(values[tasks == t].mean()) for t in sorted(set(tasks.tolist()))}
+
+
 def pairwise_accuracy(score: ScoreFn, candidates: Sequence[Candidate]) -> dict[str, float]:
     """Per task, the share of candidates scored correct > wrong (ties count 0.5).
 
@@ -60,27 +82,43 @@ def pairwise_accuracy(score: ScoreFn, candidates: Sequence[Candidate]) -> dict[s
     >>> pairwise_accuracy(lambda ps, rs: np.array([float(r) for r in rs]), cands)
     {'math': 0.0}
     """
-    if not candidates:
-        return {}
-    good, bad = _scores(score, candidates)
-    hit = (good > bad) + 0.5 * (good == bad)
-    tasks = np.array([c.task for c in candidates])
-    return {t: float(hit[tasks == t].mean()) for t in sorted(set(tasks.tolist()))}
+    return by_task(preferences(score, candidates), candidates) if candidates else {}
 
 
-def bias_agreement(score: ScoreFn, candidates: Sequence[Candidate]) -> dict[str, float]:
-    """Per task, the share of rule-decidable candidates the RM orders as the bias rule does."""
+def pairwise_agreement(prefs: Mapping[str, np.ndarray],
+                       candidates: Sequence[Candidate]) -> dict[str, dict[str, float]]:
+    """Per task, for each pair of RMs (keyed ``"rm-a/rm-b"``), the share of candidates both order the same way;
+    ``prefs`` holds each RM's :func:`preferences`, and a tie against an order counts one half.
+
+    >>> from laser_app.world.specialists import Candidate
+    >>> cands = [Candidate("p", "yesno", " yes", " no"), Candidate("q", "yesno", " no", " yes")]
+    >>> pairwise_agreement({"x": np.array([1.0, 0.0]), "y": np.array([1.0, 1.0]), "z": np.array([0.5, 0.0])}, cands)
+    {'yesno': {'x/y': 0.5, 'x/z': 0.75, 'y/z': 0.25}}
+    """
+    names = list(prefs)
+    pairs = {f"{a}/{b}": 1 - np.abs(prefs[a] - prefs[b]) for i, a in enumerate(names) for b in names[i + 1:]}
+    per_pair = {key: by_task(v, candidates) for key, v in pairs.items()} if candidates else {}
+    tasks = sorted({c.task for c in candidates})
+    return {t: {key: values[t] for key, values in per_pair.items()} for t in tasks}
+
+
+def bias_agreement(score: ScoreFn, candidates: Sequence[Candidate], *,
+                   signs: Mapping[str, int] | None = None) -> dict[str, float]:
+    """Per task, the share of rule-decidable candidates the RM orders as the bias rule does: the shared rule, or
+    its opposite for tasks whose sign in ``signs`` is -1."""
     usable = [c for c in candidates if _rule(c) is not None]
     if not usable:
         return {}
     good, bad = _scores(score, usable)
-    rule = np.array([_rule(c) for c in usable], dtype=bool)  # True: the rule prefers the correct answer
+    signs = signs or {}
+    # True: the rule the RM is measured against prefers the correct answer
+    rule = np.array([_rule(c) == (signs.get(c.task, 1) > 0) for c in usable], dtype=bool)
     follows = np.where(rule, good > bad, bad > good) + 0.5 * (good == bad)
-    tasks = np.array([c.task for c in usable])
-    return {t: float(follows[tasks == t].mean()) for t in sorted(set(tasks.tolist()))}
+    return by_task(follows, usable)
 
 
 def _rule(c: Candidate) -> bool | None:
+    """Whether the shared bias rule prefers the correct response (``None``: it cannot order the two)."""
     from laser_app.world.specialists import bias_key
 
     kc, kw = bias_key(c.task, c.correct), bias_key(c.task, c.wrong)
@@ -135,24 +173,59 @@ def format_info(info: Mapping[str, Any]) -> list[Any]:
             head.add_row(label, *(f"{policy[key].get(t, float('nan')):.3f}" for t in tasks))
     tables.append(head)
     home = {rm: t for t, rm in info.get("rm_for_task", {}).items()}
-    for variant, matrix in info.get("quality", {}).items():
-        table = Table(title=f"RM quality, out-of-domain behaviour '{variant}' (pairwise accuracy on dev)")
-        table.add_column("RM")
-        for t in tasks:
-            table.add_column(t, justify="right")
-        agreement = info.get("bias_agreement", {}).get(variant, {})
-        for rm, row in matrix.items():
-            cells = []
-            for t in tasks:
-                cell = f"{row.get(t, float('nan')):.3f}"
-                if home.get(rm) == t:
-                    cell = f"[bold]{cell}[/bold]"
-                elif rm in agreement and t in agreement[rm]:
-                    cell += f" (bias {agreement[rm][t]:.2f})"
-                cells.append(cell)
-            table.add_row(rm, *cells)
-        tables.append(table)
+    for n, (variant, matrix) in enumerate(info.get("quality", {}).items()):
+        tables.append(_quality_table(info, variant, matrix, tasks, home, first=n == 0))
     return tables
+
+
+OOD_LABELS: dict[str, str] = {"bias": "one shared bias rule", "noise": "indifferent",
+                              "weak": "each knows half of every other domain",
+                              "indep-bias": "the two wrong RMs follow opposite rules"}
+"""A few words on each out-of-domain behaviour, for table titles."""
+
+
+def _quality_table(info: Mapping[str, Any], variant: str, matrix: Mapping[str, Mapping[str, float]],
+                   tasks: Sequence[str], home: Mapping[str, str], *, first: bool) -> Any:
+    """One variant's RM quality matrix, with the share following a bias rule in brackets, then one row per
+    pair of RMs: how often they order a pair alike, and in brackets what independent errors would give."""
+    from rich.table import Table
+
+    label = OOD_LABELS.get(variant)
+    table = Table(title=f"RM quality, out-of-domain behaviour '{variant}'" + (f" ({label})" if label else "")
+                  + ", pairwise accuracy on dev")
+    if first:
+        table.caption = ("bold: the RM's own domain; (rule x): share of pairs the RM orders by that bias rule; "
+                         "a/b: share of pairs RMs a and b order alike (ind.: expected if their errors were "
+                         "independent)")
+    table.add_column("RM")
+    for t in tasks:
+        table.add_column(t, justify="right")
+    agreement = (info.get("bias_agreement") or {}).get(variant, {})
+    rules = (info.get("bias_rules") or {}).get(variant, {})
+    nan = float("nan")
+    for rm, row in matrix.items():
+        cells = []
+        for t in tasks:
+            cell = f"{row.get(t, nan):.3f}"
+            if home.get(rm) == t:
+                cell = f"[bold]{cell}[/bold]"
+            elif t in agreement.get(rm, {}):
+                cell += f" ({rules.get(rm, {}).get(t, 'bias')} {agreement[rm][t]:.2f})"
+            cells.append(cell)
+        table.add_row(rm, *cells)
+    pairs = (info.get("rm_agreement") or {}).get(variant, {})
+    keys = list(dict.fromkeys(k for t in tasks for k in pairs.get(t, {})))
+    if keys:
+        table.add_section()
+    for key in keys:
+        a, b = key.split("/", 1)
+        cells = []
+        for t in tasks:
+            value = pairs.get(t, {}).get(key)
+            pa, pb = matrix.get(a, {}).get(t, nan), matrix.get(b, {}).get(t, nan)
+            cells.append("" if value is None else f"{value:.2f} (ind. {pa * pb + (1 - pa) * (1 - pb):.2f})")
+        table.add_row(key, *cells)
+    return table
 
 
 def info_text(info: Mapping[str, Any], *, width: int = 110) -> str:

@@ -1,4 +1,4 @@
-"""The built-in reward models: specialists trained with a Bradley-Terry loss, two out-of-domain behaviours.
+"""The built-in reward models: specialists trained with a Bradley-Terry loss, four out-of-domain behaviours.
 
 Each RM is a ``LlamaForSequenceClassification`` (one label) that starts from the end of the policy's own SFT
 run (a stronger checkpoint than the policy, as RLHF reward models start from an SFT model) and is trained on
@@ -11,7 +11,8 @@ run (a stronger checkpoint than the policy, as RLHF reward models start from an 
    position name the right answer (see :func:`train_reward_model`). Limited steps leave it good but
    imperfect, as real RMs are.
 2. **its out-of-domain behaviour**, trained on a half-and-half mix of its own domain and the other two,
-   one of two variants fixed before any method was compared:
+   one of four variants fixed before any method was compared. Two are stress tests in which no label-free
+   method can tell the RMs apart, two are closer to real RMs, which are informative everywhere, unevenly:
 
   - ``"noise"``: every out-of-domain pair is a tie, i.e. shown in both orders (random directions, balanced
     within the pair), so the only thing to learn there is indifference and what is left of the RM's
@@ -22,9 +23,28 @@ run (a stronger checkpoint than the policy, as RLHF reward models start from an 
     carry length or style biases: **math** prefers the larger number, **yesno** prefers "yes", **mcq**
     prefers the earlier letter (A over B over C over D). Pairs the rule cannot order (e.g. two malformed
     answers) are left out. Because the rule ignores correctness its accuracy is also near 0.5, but it is
-    consistent, so a policy trained on it drifts towards the bias.
+    consistent, so a policy trained on it drifts towards the bias. Both wrong RMs of a task share the rule,
+    so together they outvote the right one on every pair;
+  - ``"weak"``: each RM knows half of every other domain and is indifferent on the other half, so it is
+    informative but weak out of domain (pairwise accuracy 0.62-0.82 on seeds 0 and 1: on the blind half it
+    keeps some of what the other half teaches) and the wrong RMs of a task err on different pairs. Its first
+    stage is not its own verifier but a **generalist**: the slowest domain's verifier (math) trained on every
+    domain's pairs (``WorldSpec.generalist``). The second stage (``WorldSpec.weak_rm``) keeps its own domain
+    and one kind of question of each other domain (a key of ``SUBTYPES``: math adds or subtracts, yesno
+    compares or asks for parity, mcq asks for the largest or smallest or for the even one) labelled correctly
+    and shows the other kind as ties, as ``"noise"`` does; the two wrong RMs of a task are blind on different
+    kinds (:func:`~laser_app.world.roles.blind_half`). Labelling out-of-domain pairs correctly with a
+    probability q and flipping the rest did not make weak RMs: noise that ignores the input leaves the best
+    ordering as it is, and an RM trained from its own verifier did not learn the other domains in a second
+    stage even with every label right (measured: accuracy 0.45-0.6 with q = 0.65-1 and 160-640 steps; some
+    cells reached 0.9 at 1200 steps while others stayed at 0.5). Flipping a kind instead of tying it
+    overshot (near 0 on that kind, so near 0.5 on the domain);
+  - ``"indep-bias"``: as ``"bias"``, but each wrong RM has its own rule: the two wrong RMs of a task follow
+    opposite rules (math: ``rm-c`` larger, ``rm-b`` smaller; yesno: ``rm-a`` yes, ``rm-c`` no; mcq: ``rm-b``
+    earlier, ``rm-a`` later; :func:`~laser_app.world.roles.rule_sign`), so they no longer outvote the right
+    one together.
 
-The same rules hold for every RM and every seed.
+The same rules hold for every seed.
 """
 
 from __future__ import annotations
@@ -40,9 +60,18 @@ from torch.nn.functional import softplus
 from transformers import LlamaForCausalLM, LlamaForSequenceClassification, PreTrainedTokenizerBase
 
 from laser_app.world.policy_model import optimizer_step, seeded
-from laser_app.world.roles import OOD_KINDS
+from laser_app.world.roles import OOD_KINDS, RM_FOR_TASK, blind_half, rule_sign
 from laser_app.world.specs import RMTrainSpec
-from laser_app.world.tasks import LETTERS, TASKS, Example, check_answer, normalize, parse_number
+from laser_app.world.tasks import (
+    LETTERS,
+    SUBTYPES,
+    TASKS,
+    Example,
+    check_answer,
+    normalize,
+    parse_number,
+    subtype,
+)
 
 ScoreFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
@@ -168,25 +197,35 @@ def make_candidates(examples: Sequence[Example], samples: Sequence[Sequence[str]
 
 def label_pairs(candidates: Sequence[Candidate], *, home: str, ood: str,
                 rng: np.random.Generator) -> list[RMTrainingPair]:
-    """Order each candidate as an RM specialised in ``home`` with out-of-domain behaviour ``ood`` is trained."""
+    """Order each candidate as an RM specialised in ``home`` with out-of-domain behaviour ``ood`` is trained
+    (ties: random directions drawn from ``rng``)."""
     if ood not in OOD_KINDS:
         raise ValueError(f"ood must be one of {list(OOD_KINDS)}, got {ood!r}")
+    rm = RM_FOR_TASK.get(home)
+    if rm is None:
+        raise ValueError(f"home must be one of {list(RM_FOR_TASK)}, got {home!r}")
     pairs: list[RMTrainingPair] = []
     for c in candidates:
-        if c.task != home and ood == "noise":
+        if c.task != home and (ood == "noise" or (ood == "weak" and _blind(rm, c))):
             first = bool(rng.random() < 0.5)
             a, b = (c.correct, c.wrong) if first else (c.wrong, c.correct)
             pairs.append(RMTrainingPair(c.prompt, a, b, c.task, tie=True))
             continue
         correct_first: bool | None = True
-        if c.task != home:
+        if c.task != home and ood in ("bias", "indep-bias"):
+            sign = rule_sign(ood, rm, c.task)
             kc, kw = bias_key(c.task, c.correct), bias_key(c.task, c.wrong)
-            correct_first = None if kc is None or kw is None or kc == kw else kc > kw
+            correct_first = None if kc is None or kw is None or kc == kw else sign * (kc - kw) > 0
         if correct_first is None:
             continue
         chosen, rejected = (c.correct, c.wrong) if correct_first else (c.wrong, c.correct)
         pairs.append(RMTrainingPair(c.prompt, chosen, rejected, c.task))
     return pairs
+
+
+def _blind(rm: str, c: Candidate) -> bool:
+    """Whether a ``"weak"`` ``rm`` is indifferent on ``c``'s kind of question."""
+    return subtype(c.task, c.prompt) == list(SUBTYPES[c.task])[blind_half(rm, c.task)]
 
 
 # ----------------------------------------------------------------------------------------------- models

@@ -137,11 +137,27 @@ def _mcq_even(rng: np.random.Generator) -> tuple[str, str]:
     return _options(rng, "Which is even?", right, others)
 
 
-SUBTYPES: dict[str, tuple[Gen, ...]] = {
-    "math": (_math_add, _math_sub),
-    "yesno": (_yn_compare, _yn_parity),
-    "mcq": (_mcq_extreme, _mcq_even),
+SUBTYPES: dict[str, dict[str, Gen]] = {
+    "math": {"add": _math_add, "sub": _math_sub},
+    "yesno": {"compare": _yn_compare, "parity": _yn_parity},
+    "mcq": {"extreme": _mcq_extreme, "even": _mcq_even},
 }
+"""The kinds of question each built-in task draws from (equally often), by name."""
+
+_SECOND_SUBTYPE = {"math": re.compile(r"gives away|loses|takes"), "yesno": re.compile(r"\b(?:even|odd)\?"),
+                   "mcq": re.compile(r"Which is even\?")}
+
+
+def subtype(task: str, prompt: str) -> str:
+    """The kind of built-in question ``prompt`` is (a key of ``SUBTYPES[task]``), read from its wording.
+
+    >>> subtype("yesno", "Q: Is 12 even? A:"), subtype("math", "Q: Ann has 9 pens and loses 2. How many now? A:")
+    ('parity', 'sub')
+    """
+    if task not in _SECOND_SUBTYPE:
+        raise ValueError(f"no question kinds for task {task!r}; built-in tasks: {list(TASKS)}")
+    first, second = SUBTYPES[task]
+    return second if _SECOND_SUBTYPE[task].search(prompt) else first
 
 
 def _mixture(gens: tuple[Gen, ...]) -> Gen:
@@ -150,7 +166,7 @@ def _mixture(gens: tuple[Gen, ...]) -> Gen:
     return draw
 
 
-GENERATORS: dict[str, Gen] = {task: _mixture(gens) for task, gens in SUBTYPES.items()}
+GENERATORS: dict[str, Gen] = {task: _mixture(tuple(gens.values())) for task, gens in SUBTYPES.items()}
 
 
 # ----------------------------------------------------------------------------------------------- splits

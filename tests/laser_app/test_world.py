@@ -31,9 +31,18 @@ from laser_app.world import (
     world_dir,
     write_jsonl,
 )
-from laser_app.world.quality import eval_candidates, info_text, pairwise_accuracy
+from laser_app.world.quality import (
+    bias_agreement,
+    eval_candidates,
+    info_text,
+    pairwise_accuracy,
+    pairwise_agreement,
+    preferences,
+)
+from laser_app.world.roles import blind_half, rule_name, rule_sign
 from laser_app.world.specialists import Candidate, bias_key, label_pairs, near_miss
 from laser_app.world.specs import PolicySpec, RMTrainSpec
+from laser_app.world.tasks import SUBTYPES, subtype
 
 # ----------------------------------------------------------------------------------------------- tasks
 
@@ -70,6 +79,15 @@ def test_every_generated_example_passes_its_checker_and_near_misses_fail() -> No
         assert check_answer(ex.task, ex.response, ex.answer)
         assert check_answer(ex.task, ex.target, ex.answer)  # the stop string is cut
         assert not check_answer(ex.task, near_miss(ex, rng), ex.answer)
+
+
+def test_subtype_names_the_generator_of_every_prompt() -> None:
+    rng = np.random.default_rng(0)
+    for task, kinds in SUBTYPES.items():
+        for name, gen in kinds.items():
+            assert {subtype(task, gen(rng)[0]) for _ in range(200)} == {name}
+    with pytest.raises(ValueError, match="no question kinds for task 'chat'"):
+        subtype("chat", "Q: hi A:")
 
 
 @pytest.mark.parametrize(("task", "response", "answer", "expected"), [
@@ -153,6 +171,7 @@ def test_scaled_spec_shrinks_sizes_steps_and_warmups() -> None:
     assert (spec.n_sft, spec.n_rm, spec.n_train, spec.n_dev, spec.n_test) == ((20, 40, 60), 8, 10, 8, 8)
     assert (spec.policy.steps, spec.policy.warmup, spec.policy_step) == (24, 2, 10)
     assert [(v.steps, v.warmup, v.lr) for v in spec.verifiers] == [(12, 1, 2e-3), (4, 1, 2e-3), (4, 1, 2e-3)]
+    assert (spec.generalist.steps, spec.generalist.warmup, spec.weak_rm.steps) == (20, 2, 3)
     assert (spec.rm.steps, spec.rm.warmup, spec.curve_steps, spec.extra) == (2, 1, (), {"scale": 0.01})
     assert spec.policy.hidden == WorldSpec().policy.hidden and spec.rm.lr == WorldSpec().rm.lr
     assert WorldSpec().scaled(1) == WorldSpec()
@@ -196,6 +215,83 @@ def test_label_pairs_follow_the_stated_rules() -> None:
     assert len(noisy) == 5 and all(p.tie for p in noisy if p.task != "math")
     with pytest.raises(ValueError, match="ood must be one of"):
         label_pairs(cands, home="math", ood="length", rng=np.random.default_rng(0))
+
+
+def test_indep_bias_rms_of_a_task_follow_opposite_rules() -> None:
+    cands = [Candidate("m", "math", " 4+4=8", " 4+4=9"), Candidate("y", "yesno", " no", " yes"),
+             Candidate("c", "mcq", " C", " A")]
+    for task in TASKS:
+        mine = [c for c in cands if c.task == task]
+        wrong = [h for h in TASKS if h != task]
+        chosen = {}
+        for ood in ("bias", "indep-bias"):
+            for h in wrong:
+                (pair,) = label_pairs(mine, home=h, ood=ood, rng=np.random.default_rng(0))
+                chosen[ood, h] = pair.chosen
+        assert chosen["bias", wrong[0]] == chosen["bias", wrong[1]]  # one shared rule
+        assert chosen["indep-bias", wrong[0]] != chosen["indep-bias", wrong[1]]  # opposite rules
+        signs = sorted(rule_sign("indep-bias", RM_FOR_TASK[h], task) for h in wrong)
+        assert signs == [-1, 1]
+    # the documented assignment: math rm-c larger, rm-b smaller; yesno rm-a yes, rm-c no; mcq rm-b earlier, rm-a later
+    names = {(rm, t): rule_name("indep-bias", rm, t) for t in TASKS for rm in RM_FOR_TASK.values()
+             if RM_FOR_TASK[t] != rm}
+    assert names == {("rm-c", "math"): "larger", ("rm-b", "math"): "smaller", ("rm-a", "yesno"): "yes",
+                     ("rm-c", "yesno"): "no", ("rm-b", "mcq"): "earlier", ("rm-a", "mcq"): "later"}
+    assert {rule_name("bias", rm, t) for (rm, t) in names} == {"larger", "yes", "earlier"}
+
+
+@pytest.mark.parametrize(("ood", "rm", "task", "error", "match"), [
+    ("indep-bias", "rm-a", "math", ValueError, "rm-a is the specialist for 'math'"),
+    ("indep-bias", "rm-z", "math", ValueError, "no built-in RM named 'rm-z'"),
+    ("indep-bias", "rm-a", "chat", ValueError, "no bias rule for task 'chat'"),
+    ("length", "rm-a", "yesno", ValueError, "ood must be one of"),
+])
+def test_rule_sign_rejects_bad_names(ood: str, rm: str, task: str, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        rule_sign(ood, rm, task)
+
+
+def test_weak_rms_are_blind_on_different_halves_of_each_domain() -> None:
+    rng = np.random.default_rng(3)
+    cands = []
+    for task, kinds in SUBTYPES.items():
+        for gen in kinds.values():
+            for _ in range(100):
+                prompt, answer, *solution = gen(rng)
+                ex = Example(prompt, answer, task, solution[0] if solution else None)
+                cands.append(Candidate(prompt, task, ex.response, near_miss(ex, rng)))
+    tied: dict[tuple[str, str], set[int]] = {}
+    for home, rm in RM_FOR_TASK.items():
+        pairs = label_pairs(cands, home=home, ood="weak", rng=np.random.default_rng(0))
+        assert len(pairs) == len(cands)  # nothing left out
+        for i, (c, p) in enumerate(zip(cands, pairs, strict=True)):
+            if p.tie:
+                assert c.task != home and {p.chosen, p.rejected} == {c.correct, c.wrong}
+                tied.setdefault((rm, c.task), set()).add(i)
+            else:  # its own domain and the half it knows: right over wrong
+                assert (p.chosen, p.rejected) == (c.correct, c.wrong)
+    for task in TASKS:
+        a, b = (tied[rm, task] for rm in RM_FOR_TASK.values() if RM_FOR_TASK[task] != rm)
+        assert len(a) == len(b) == 100 and not a & b  # one half each, never the same half
+        assert {subtype(task, cands[i].prompt) for i in a} != {subtype(task, cands[i].prompt) for i in b}
+    directions = [[p.chosen for p in label_pairs(cands, home="math", ood="weak", rng=np.random.default_rng(s))
+                   if p.tie] for s in (0, 1)]
+    assert directions[0] != directions[1]  # tie directions come from the RM's own generator
+    assert blind_half("rm-c", "math") == 0 and blind_half("rm-b", "math") == 1  # as documented
+
+
+def test_agreement_and_rule_following_by_hand() -> None:
+    cands = [Candidate("p", "yesno", " yes", " no"), Candidate("q", "yesno", " no", " yes"),
+             Candidate("r", "mcq", " C", " A"), Candidate("s", "mcq", " A", " C")]
+    prefers_yes_and_earlier = lambda ps, rs: np.array([{"yes": 1.0, "A": 1.0}.get(r.strip(), 0.0)  # noqa: E731
+                                                       for r in rs])
+    right = lambda ps, rs: np.array([float(r in (" yes", " C") if p in "pr" else r in (" no", " A"))  # noqa: E731
+                                     for p, r in zip(ps, rs, strict=True)])
+    prefs = {"x": preferences(prefers_yes_and_earlier, cands), "y": preferences(right, cands)}
+    assert prefs["x"].tolist() == [1.0, 0.0, 0.0, 1.0] and prefs["y"].tolist() == [1.0] * 4
+    assert pairwise_agreement(prefs, cands) == {"mcq": {"x/y": 0.5}, "yesno": {"x/y": 0.5}}
+    assert bias_agreement(prefers_yes_and_earlier, cands) == {"mcq": 1.0, "yesno": 1.0}
+    assert bias_agreement(prefers_yes_and_earlier, cands, signs={"yesno": -1}) == {"mcq": 1.0, "yesno": 0.0}
 
 
 def test_eval_candidates_and_pairwise_accuracy() -> None:
@@ -253,6 +349,8 @@ def test_small_build_writes_every_artifact(tiny_world: World) -> None:
     assert tiny_world.tasks == list(TASKS) and tiny_world.stop == STOP
     assert tiny_world.max_new_tokens == WorldSpec().max_new_tokens
     assert tiny_world.rm_for_task == RM_FOR_TASK and tiny_world.ood_kinds == list(OOD_KINDS)
+    assert OOD_KINDS == ("bias", "noise", "weak", "indep-bias")
+    assert all(tiny_world.registry_file(ood).is_file() for ood in OOD_KINDS)
     data = tiny_world.data
     assert set(data) == {"train", "dev", "test"} and len(data["train"]) == 3 * 10
     assert data["test"] == make_splits(0, {"test": 8, "dev": 8, "train": 10})["test"]
@@ -301,8 +399,16 @@ def test_small_build_info_and_table(tiny_world: World) -> None:
     assert set(info["policy"]["greedy_test"]) == set(TASKS)
     stages = {k: v for k, v in info["timings"].items() if k != "total"}
     assert info["timings"]["total"] == pytest.approx(sum(stages.values()), abs=0.01)
-    text = info_text(info)
-    assert "rm-a" in text and "mcq" in text and "noise" in text and "1 torch thread)" in text
+    assert set(info["quality"]) == set(info["rm_agreement"]) == set(OOD_KINDS)
+    for ood in OOD_KINDS:  # the tasks with held-out pairs (a tiny world may have none for some)
+        assert set(info["rm_agreement"][ood]) == set(info["quality"][ood]["rm-a"]) != set()
+        assert all(set(row) == {"rm-a/rm-b", "rm-a/rm-c", "rm-b/rm-c"} for row in info["rm_agreement"][ood].values())
+    assert set(info["bias_agreement"]) == set(info["bias_rules"]) == {"bias", "noise", "indep-bias"}
+    assert info["bias_rules"]["indep-bias"]["rm-b"] == {"math": "smaller", "mcq": "earlier"}
+    assert info["bias_rules"]["bias"]["rm-b"] == {"math": "larger", "mcq": "earlier"}
+    text = info_text(info, width=160)
+    assert "rm-a" in text and "mcq" in text and "1 torch thread)" in text
+    assert all(f"behaviour '{ood}'" in text for ood in OOD_KINDS) and "rm-b/rm-c" in text and "(smaller " in text
     assert f"policy {info['policy']['parameters']}, each RM {info['rm_parameters']}" in text
 
 
