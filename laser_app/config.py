@@ -75,7 +75,8 @@ class RunConfig(BaseModel):
         "Bandit reward before normalization: dpo+nll (the paper: negative DPO + NLL loss), dpo, nll, "
         "loss-decrease, agreement (with the other RMs), consistency (whether the chosen RM's top sample gives "
         "the samples' majority answer), gold (whether it is right: reads the answer of every training "
-        "prompt, so the run's label budget becomes 'all') or auto: the label-free default, dpo+nll. Every "
+        "prompt, so the run's label budget becomes 'all') or auto: the label-free default, consistency "
+        "(chosen on dev accuracy in the weak world, where it beat dpo+nll by 4.5 points). Every "
         "reward but gold reads no labels."))
     granularity: Granularity = Field("batch", description=(
         "batch: one RM per batch (the paper); instance: one RM per prompt, one DPO step per RM group."))
@@ -97,7 +98,7 @@ class RunConfig(BaseModel):
         "Comma-separated RM names from the registry (default: every registered RM)."))
     rm_registry: Path | None = Field(None, description=(
         "TOML/YAML RM registry file (a table `rms` keyed by name); default: the built-in world's RMs."))
-    ood: OodKind = Field("bias", description=(
+    ood: OodKind = Field("weak", description=(
         "Out-of-domain behaviour of the built-in RMs: weak (informative but weak, errors independent across "
         "RMs, like real RMs), indep-bias (each wrong RM has its own bias rule), bias (the wrong RMs share one "
         "bias rule) or noise (uninformative); bias and noise are stress tests."))
@@ -276,8 +277,9 @@ class RunConfig(BaseModel):
         return self.policy[len(FIXED_PREFIX):] if self.policy.startswith(FIXED_PREFIX) else None
 
 
-#: What ``mab_reward="auto"`` means: a reward that reads no labels (the paper's).
-AUTO_REWARD = "dpo+nll"
+#: What ``mab_reward="auto"`` means: a reward that reads no labels. Chosen on dev accuracy in the built-in
+#: weak world (2 world seeds x 2 run seeds): consistency 49.0%, the paper's dpo+nll 44.5%, the start 43.9%.
+AUTO_REWARD = "consistency"
 
 
 def resolve_mab_reward(config: RunConfig) -> RunConfig:
@@ -285,7 +287,7 @@ def resolve_mab_reward(config: RunConfig) -> RunConfig:
     that reads the training prompts' answers is only ever chosen explicitly). Any other value is kept.
 
     >>> resolve_mab_reward(RunConfig()).mab_reward
-    'dpo+nll'
+    'consistency'
     >>> resolve_mab_reward(RunConfig(mab_reward="gold")).mab_reward
     'gold'
     """

@@ -200,7 +200,7 @@ def test_default_run_on_a_small_built_world(small_world: Path, tmp_path: Path) -
     assert m["in_domain_share"] is not None and m["lock_in"] is not None
     resolved = json.loads((out / "resolved.json").read_text())
     assert resolved["stop"] == "\n" and resolved["threads"] == 1
-    assert resolved["mab_reward"] == "dpo+nll"  # auto never reads training labels
+    assert resolved["mab_reward"] == "consistency"  # auto never reads training labels
     assert resolved["labels"] == {"budget": "none", "labelled_prompts": 0,
                                   "source": "none: the RMs and the policy only"}
     assert resolved["world"].startswith(str(small_world))
