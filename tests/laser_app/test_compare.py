@@ -27,11 +27,14 @@ from laser_app.compare import (
     report_compare,
     run_compare,
 )
+from laser_app.config import RunConfig
 from laser_app.errors import LaserError
 from laser_app.run_dir import RunDir
 from tests.laser_app.tiny_setup import build_tiny_setup
 
 runner = CliRunner()
+#: The ood label of runs on the user's own RMs: RunConfig's default (compare runs that one kind).
+OOD = RunConfig.model_fields["ood"].default
 DOMAINS = ("math", "mcq", "yesno")
 
 
@@ -112,9 +115,9 @@ def test_compare_end_to_end_resume_and_rerun(tiny: dict[str, Path], tmp_path: Pa
 
     data = json.loads((out / COMPARE_JSON).read_text())
     assert [m["label"] for m in data["methods"]] == ["sft", "random", "laser[alpha=0.5]"]
-    assert data["reference"] == "laser[alpha=0.5]" and data["oods"] == ["bias"] and data["failures"] == []
+    assert data["reference"] == "laser[alpha=0.5]" and data["oods"] == [OOD] and data["failures"] == []
     assert data["shared"]["iterations"] == 1 and "policy" not in data["shared"]
-    s = data["summary"]["bias"]
+    s = data["summary"][OOD]
     assert s["split"] == "eval" and s["methods"] == ["sft", "random", "laser[alpha=0.5]"]
     assert set(s["paired"]) == {"sft", "random"} and s["paired"]["random"]["n"] == 2
     assert set(s["in_domain"]) == {"laser[alpha=0.5]"}
@@ -131,13 +134,13 @@ def test_compare_end_to_end_resume_and_rerun(tiny: dict[str, Path], tmp_path: Pa
     assert {(r["world_seed"], r["labels"]) for r in rows} == {("0", "none")}
     assert (out / COMPARE_PNG).stat().st_size > 0 and (out / LABEL_BUDGET_PNG).stat().st_size > 0
 
-    runs = sorted((out / "runs" / "bias" / "world0").glob("*/seed*/status.json"))
+    runs = sorted((out / "runs" / OOD / "world0").glob("*/seed*/status.json"))
     assert len(runs) == 4
     for status in runs:
         assert json.loads(status.read_text())["state"] == "complete"
     config = json.loads((runs[0].parent / "config.json").read_text())
-    assert config["iterations"] == 1 and config["batch_size"] == 3 and config["ood"] == "bias"
-    laser_dir = next((out / "runs" / "bias" / "world0").glob("laser-alpha-0.5-*"))
+    assert config["iterations"] == 1 and config["batch_size"] == 3 and config["ood"] == OOD
+    laser_dir = next((out / "runs" / OOD / "world0").glob("laser-alpha-0.5-*"))
     laser_cfg = json.loads((laser_dir / "seed1" / "config.json").read_text())
     assert (laser_cfg["policy"], laser_cfg["alpha"], laser_cfg["seed"]) == ("linucb", 0.5, 1)
 
@@ -145,11 +148,11 @@ def test_compare_end_to_end_resume_and_rerun(tiny: dict[str, Path], tmp_path: Pa
     result = runner.invoke(cli(), args)
     assert result.exit_code == 0
     assert "4 runs: 0 run now, 4 reused, 0 failed" in " ".join(result.stdout.split())
-    RunDir(out / "runs" / "bias" / "world0" / "random" / "seed1").mark_failed("killed")
+    RunDir(out / "runs" / OOD / "world0" / "random" / "seed1").mark_failed("killed")
     result = runner.invoke(cli(), args)
     assert result.exit_code == 0
     assert "4 runs: 1 run now, 3 reused, 0 failed" in " ".join(result.stdout.split())
-    assert json.loads((out / COMPARE_JSON).read_text())["summary"]["bias"]["accuracy"] == s["accuracy"]
+    assert json.loads((out / COMPARE_JSON).read_text())["summary"][OOD]["accuracy"] == s["accuracy"]
 
     # other shared settings in the same folder: refused, not mixed
     result = runner.invoke(cli(), [*args, "--lr", "1e-3"])
@@ -177,7 +180,7 @@ def test_preset_fills_what_is_not_given_and_budgets_split_the_comparisons(tiny: 
     data = json.loads((out / COMPARE_JSON).read_text())
     assert data["preset"] == "evidence-quick" and data["seeds"] == 1 and data["world_seeds"] == [0]
     assert [m["label"] for m in data["methods"]] == ["sft", "random", "laser"]
-    config = json.loads((out / "runs" / "bias" / "world0" / "laser" / "seed0" / "config.json").read_text())
+    config = json.loads((out / "runs" / OOD / "world0" / "laser" / "seed0" / "config.json").read_text())
     # the preset's run settings, but the flag given wins
     assert (config["iterations"], config["batches_per_iteration"], config["eval_size"]) == (1, 2, 3)
 
@@ -186,7 +189,7 @@ def test_preset_fills_what_is_not_given_and_budgets_split_the_comparisons(tiny: 
     assert result.exit_code == 0, (result.output, result.exception)
     text = " ".join(result.stdout.split())
     assert "3 runs: 1 run now, 2 reused, 0 failed" in text
-    s = json.loads((out / COMPARE_JSON).read_text())["summary"]["bias"]
+    s = json.loads((out / COMPARE_JSON).read_text())["summary"][OOD]
     assert s["methods"] == ["sft", "random", "laser", "oracle"]
     assert {m: s["labels"][m]["budget"] for m in s["methods"]} == {"sft": "none", "random": "none", "laser": "none",
                                                                    "oracle": "oracle"}
@@ -205,7 +208,7 @@ def test_a_failing_method_is_reported_and_the_others_finish(tiny: dict[str, Path
     data = json.loads((out / COMPARE_JSON).read_text())
     assert [(f["method"], f["status"]) for f in data["failures"]] == [("fixed:broken", "failed")]
     assert "broken" in data["failures"][0]["error"] and (out / data["failures"][0]["log"]).is_file()
-    assert data["summary"]["bias"]["methods"] == ["fixed:rm-a"]
+    assert data["summary"][OOD]["methods"] == ["fixed:rm-a"]
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -265,7 +268,7 @@ def test_parallel_workers(tiny: dict[str, Path], tmp_path: Path) -> None:
     assert result.exit_code == 0
     again = json.loads((serial / COMPARE_JSON).read_text())
     # the same seeds give the same runs, in workers or in this process
-    assert again["summary"]["bias"]["accuracy"] == data["summary"]["bias"]["accuracy"]
+    assert again["summary"][OOD]["accuracy"] == data["summary"][OOD]["accuracy"]
 
 
 @pytest.fixture
