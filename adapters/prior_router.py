@@ -50,13 +50,16 @@ class PriorRouterSelector(RoutingSelector):
         unknown = sorted({rm for by_rm in self.priors.values() for rm in by_rm} - set(self.rm_names))
         if unknown:
             raise ValueError(f"priors name RMs {unknown} that are not among {self.rm_names}")
-        reward_spec = get_bandit_reward(reward)
-        self.reward_name, self._reward_fn, self.needs = reward_spec.name, reward_spec.fn, reward_spec.reads
+        self._set_reward(reward)
         self.normalization = ScopedNormalizer(make_normalizer_factory(normalizer), scope="per-context", seed=seed)
         self._rng = np.random.default_rng(seed)
         self._alpha: dict[str, np.ndarray] = {}
         self._beta: dict[str, np.ndarray] = {}
         self._key: str = GLOBAL_KEY
+
+    def _set_reward(self, name: str) -> None:
+        spec = get_bandit_reward(name)
+        self.reward_name, self._reward_fn, self.needs = spec.name, spec.fn, spec.reads
 
     def _posterior(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         if key not in self._alpha:
@@ -110,8 +113,7 @@ class PriorRouterSelector(RoutingSelector):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (the selector must be built over the same RMs)."""
         self._load_base_state(state)
-        reward_spec = get_bandit_reward(state["reward"])
-        self.reward_name, self._reward_fn, self.needs = reward_spec.name, reward_spec.fn, reward_spec.reads
+        self._set_reward(state["reward"])
         self.prior_weight = float(state["prior_weight"])
         self.priors = {t: {rm: (float(v[0]), float(v[1])) for rm, v in by.items()}
                        for t, by in state["priors"].items()}

@@ -35,11 +35,6 @@ class DevCounts:
     counts: dict[str, dict[str, tuple[int, int]]]
     per_task: int
 
-    def accuracy(self) -> dict[str, dict[str, float]]:
-        """Per task, per RM: the share of dev prompts its top pick got right."""
-        return {t: {rm: r / (r + w) if r + w else float("nan") for rm, (r, w) in by.items()}
-                for t, by in self.counts.items()}
-
     def best(self, rm_names: Sequence[str]) -> dict[str, str]:
         """Per task, the RM with the most right picks (ties go to the earlier RM in ``rm_names``).
 

@@ -69,14 +69,6 @@ def accuracy_of(per_example: PerExample) -> dict[str, dict[str, float]]:
     return out
 
 
-def evaluate_accuracy(model: Any, tokenizer: Any, splits: Mapping[str, Sequence[ExampleLike]], *,
-                      greedy: Callable[..., list[str]], check: Callable[[str, str, str], bool],
-                      max_new_tokens: int, stop: str | None, batch_size: int) -> dict[str, dict[str, float]]:
-    """Greedy accuracy per split and task, plus ``mean`` (the unweighted mean over tasks)."""
-    return accuracy_of(evaluate_examples(model, tokenizer, splits, greedy=greedy, check=check,
-                                         max_new_tokens=max_new_tokens, stop=stop, batch_size=batch_size))
-
-
 def token_f1(prediction: str, reference: str) -> float:
     """SQuAD-style token F1 between two strings (lower-cased word tokens; 1.0 when both are empty).
 

@@ -77,7 +77,7 @@ RESERVED_FIELDS: dict[str, str] = {
 #: Baselines in the default method list (with sft, fixed:<each RM> and the LASeR aliases): those that read no
 #: labels, and the oracle (the upper bound). Methods that read labels are in the ``evidence`` preset.
 DEFAULT_BASELINES = tuple(m.name for m in METHODS.values() if m.in_compare and not m.learns
-                          and getattr(m, "labels", "none") in ("none", "oracle"))
+                          and m.labels in ("none", "oracle"))
 
 
 class MethodError(LaserError):
@@ -334,12 +334,12 @@ def evidence_methods() -> list[str]:
     labels too), ``dev-pick`` at each of :data:`EVIDENCE_DEV_LABELS`, and the oracle."""
     known = set(method_names())
     labelled = [n for n in EVIDENCE_LABELLED if n in known]
-    labelled += [n for n, m in METHODS.items() if getattr(m, "labels", "none") in ("dev", "all") and n not in labelled]
-    if "dev-pick" in labelled and "dev_labels" in RunConfig.model_fields:
+    labelled += [n for n, m in METHODS.items() if m.labels in ("dev", "all") and n not in labelled]
+    if "dev-pick" in labelled:
         at = labelled.index("dev-pick")
         labelled[at:at + 1] = [f"dev-pick[dev_labels={n}]" for n in EVIDENCE_DEV_LABELS]
     free = [n for n in DEFAULT_BASELINES if n != "oracle"]
-    return [SFT, EACH_RM, *free, *METHOD_ALIASES, *labelled, *(["oracle"] if "oracle" in known else [])]
+    return [SFT, EACH_RM, *free, *METHOD_ALIASES, *labelled, "oracle"]
 
 
 #: Named compare presets (``--preset``).
