@@ -14,8 +14,8 @@ reward with the optional inputs it reads (:attr:`BanditReward.reads`), so the lo
 -0.9
 >>> round(get_reward("nll")(RewardInputs(result=result, rm="rm-a", rm_names=("rm-a", "rm-b"))), 6)
 -0.205
->>> sorted(BANDIT_REWARDS["gold"].reads), BANDIT_REWARDS["gold"].reads_labels
-(['correct'], True)
+>>> sorted(BANDIT_REWARDS["gold"].reads), BANDIT_REWARDS["gold"].labels, BANDIT_REWARDS["dev-gold"].labels
+(['correct'], 'all', 'dev')
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class AnswerLosses:
 PerPrompt = Sequence[Any] | Mapping[int, Any]
 
 #: The optional inputs a reward may read (fields of :class:`StepInputs`).
-OPTIONAL_INPUTS = ("scores", "correct", "responses", "loss_after")
+OPTIONAL_INPUTS = ("scores", "correct", "responses", "loss_after", "dev_probe")
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,9 @@ class StepInputs:
     batch position -> RM name -> scores of that prompt's responses (``agreement``'s probe prompts);
     ``correct``, per prompt one boolean per response (``gold``; reads the answers); ``responses``, per
     prompt the scored responses (``consistency``); ``loss_after``, the same pairs' losses after the step
-    (``loss-decrease``: a ``StepResult`` of ``DPOStep.evaluate``, per-pair losses, or the mean).
+    (``loss-decrease``: a ``StepResult`` of ``DPOStep.evaluate``, per-pair losses, or the mean);
+    ``dev_probe``, per prompt the share of labelled dev probe prompts of its task on which the RM chosen for it
+    ranked a right sample first (``dev-gold``; reads a few dev labels).
     """
 
     pair_prompt: Sequence[int] | None = None
@@ -103,6 +105,7 @@ class StepInputs:
     correct: PerPrompt | None = None
     responses: PerPrompt | None = None
     loss_after: Any = None
+    dev_probe: PerPrompt | None = None
 
 
 @dataclass(frozen=True)
@@ -277,6 +280,31 @@ def gold(inp: RewardInputs) -> float:
     return _per_prompt_mean(inp, "gold", "correct", inp.step.correct, top_is_right)
 
 
+def dev_gold(inp: RewardInputs) -> float:
+    """Top-1 correctness of the chosen RM on labelled dev probe prompts, averaged over the unit's prompts, in
+    [0, 1]: LASeR rewarded on a few dev labels instead of the training prompts' answers.
+
+    Reads ``dev_probe``: per prompt (a list over the batch, or a dict by batch position), the share of the dev
+    probe prompts sampled for it (prompts of its task, answered by the current policy) on which the chosen RM
+    ranked a right sample first.
+
+    >>> r = RewardInputs(result=AnswerLosses(np.ones(2)), rm="a", rm_names=("a", "b"), prompt_indices=(0, 1),
+    ...                  step=StepInputs(dev_probe=[0.5, 1.0]))
+    >>> dev_gold(r)
+    0.75
+    """
+    if inp.step.dev_probe is None:
+        raise ValueError("reward 'dev-gold' needs dev_probe: per prompt, the chosen RM's top-1 correctness "
+                         "on labelled dev probe prompts")
+    values = [v for k in inp.prompt_indices if (v := _for_prompt(inp.step.dev_probe, k)) is not None]
+    if not values:
+        raise NoRewardSignal(f"reward 'dev-gold' found no dev probe for prompts {list(inp.prompt_indices)}")
+    out = np.asarray(values, dtype=np.float64)
+    if not np.all((out >= 0) & (out <= 1)):
+        raise ValueError(f"dev_probe values must be shares in [0, 1], got {out.tolist()}")
+    return float(out.mean())
+
+
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -313,13 +341,19 @@ def consistency(inp: RewardInputs) -> float:
 
 @dataclass(frozen=True)
 class BanditReward:
-    """A bandit reward: its function, the optional :class:`StepInputs` fields it reads, and whether it
-    reads the gold answers (``reads_labels``: a method using it belongs to a labelled information budget)."""
+    """A bandit reward: its function, the optional :class:`StepInputs` fields it reads, and which gold answers
+    it reads (``labels``: ``none``; ``dev``, a few labelled dev prompts per task; ``all``, every training
+    prompt's): a method using it belongs to that information budget."""
 
     name: str
     fn: RewardFn
     reads: frozenset[str] = frozenset()
-    reads_labels: bool = False
+    labels: str = "none"
+
+    @property
+    def reads_labels(self) -> bool:
+        """Whether it reads any gold answer."""
+        return self.labels != "none"
 
 
 BANDIT_REWARDS: dict[str, BanditReward] = {r.name: r for r in (
@@ -328,7 +362,8 @@ BANDIT_REWARDS: dict[str, BanditReward] = {r.name: r for r in (
     BanditReward("nll", neg_nll_loss),
     BanditReward("loss-decrease", loss_decrease, frozenset({"loss_after"})),
     BanditReward("agreement", agreement, frozenset({"scores"})),
-    BanditReward("gold", gold, frozenset({"correct"}), reads_labels=True),
+    BanditReward("gold", gold, frozenset({"correct"}), labels="all"),
+    BanditReward("dev-gold", dev_gold, frozenset({"dev_probe"}), labels="dev"),
     BanditReward("consistency", consistency, frozenset({"responses"})),
 )}
 """Bandit rewards by name; ``"dpo+nll"`` is the paper's."""

@@ -29,7 +29,7 @@ from laser_app.world.roles import OodKind
 
 Batching = Literal["homogeneous", "mixed"]
 Granularity = Literal["batch", "instance"]
-MabReward = Literal["dpo+nll", "dpo", "nll", "loss-decrease", "agreement", "gold", "consistency"]
+MabReward = Literal["dpo+nll", "dpo", "nll", "loss-decrease", "agreement", "gold", "dev-gold", "consistency"]
 Scope = Literal["global", "per-context"]
 NormalizerName = Literal["quantile", "minmax", "zscore"]
 
@@ -75,9 +75,10 @@ class RunConfig(BaseModel):
         "Bandit reward before normalization: dpo+nll (the paper: negative DPO + NLL loss), dpo, nll, "
         "loss-decrease, agreement (with the other RMs), consistency (whether the chosen RM's top sample gives "
         "the samples' majority answer), gold (whether it is right: reads the answer of every training "
-        "prompt, so the run's label budget becomes 'all') or auto: the label-free default, consistency "
-        "(chosen on dev accuracy in the weak world, where it beat dpo+nll by 4.5 points). Every "
-        "reward but gold reads no labels."))
+        "prompt, so the run's label budget becomes 'all'), dev-gold (whether it ranks a right sample first on "
+        "dev_probes labelled dev prompts of the batch's task, answered after each step: budget dev-N) or auto: "
+        "the label-free default, consistency (chosen on dev accuracy in the weak world, where it beat dpo+nll "
+        "by 4.5 points). Every reward but gold and dev-gold reads no labels."))
     granularity: Granularity = Field("batch", description=(
         "batch: one RM per batch (the paper); instance: one RM per prompt, one DPO step per RM group."))
     batching: Batching = Field("homogeneous", description=(
@@ -87,8 +88,11 @@ class RunConfig(BaseModel):
         "Context encoder: policy (the policy's last-token hidden state, the paper), hash (no model), "
         "sentence (the packaged all-MiniLM-L6-v2) or sentence:PATH (a sentence-transformers folder)."))
     dev_labels: int = Field(32, ge=1, description=(
-        "Labelled dev prompts per task that the dev-label methods (dev-pick, prior-router) read; never the "
-        "test split."))
+        "Labelled dev prompts per task that the dev-label methods (dev-pick, prior-router, the dev-gold "
+        "reward) read; never the test split."))
+    dev_probes: int = Field(2, ge=1, description=(
+        "Labelled dev prompts the dev-gold reward samples per step and chosen RM, among the dev_labels of the "
+        "batch's task."))
     context_dim: int | None = Field(None, ge=1, description=(
         "Project contexts to this many dimensions with a seeded random projection (default: no projection; "
         "64 for hash)."))

@@ -30,12 +30,15 @@ def label_kind(config: RunConfig) -> str:
 
     >>> label_kind(RunConfig(policy="gold")), label_kind(RunConfig(policy="oracle"))
     ('all', 'oracle')
+    >>> label_kind(RunConfig(policy="linucb", mab_reward="dev-gold")), label_kind(RunConfig(policy="random"))
+    ('dev', 'none')
     """
     method = get_method(config.policy)
     reads_reward = method.learns or "reward" in method.takes
-    if reads_reward and get_bandit_reward(resolve_mab_reward(config).mab_reward).reads_labels:
+    reward = get_bandit_reward(resolve_mab_reward(config).mab_reward).labels if reads_reward else "none"
+    if "all" in (reward, method.labels):
         return "all"
-    return method.labels
+    return reward if reward != "none" else method.labels
 
 
 def label_use(config: RunConfig, *, train_labelled: int, dev_per_task: int, tasks: int) -> dict[str, Any]:

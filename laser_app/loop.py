@@ -33,7 +33,7 @@ from laser_adapters.pairs import write_pairs_jsonl
 from laser_app.batching import derive_seed, make_batches
 from laser_app.config import RunConfig, check_lora_compatible, resolve_mab_reward
 from laser_app.data import ExampleLike, by_task, load_examples, task_of
-from laser_app.dev_labels import DevCounts, dev_counts
+from laser_app.dev_labels import PROBE_STREAM, DevCounts, dev_inputs, dev_rows
 from laser_app.errors import LaserError
 from laser_app.evaluation import accuracy_of, cap_per_task, correctness, evaluate_examples
 from laser_app.events import STEP_PARTS, step_event, step_numbers
@@ -87,6 +87,7 @@ class Setup:
     check: Callable[[str, str, str], bool]
     threads: int
     dev: DevCounts | None = None
+    probe: Callable[..., dict[int, float]] | None = None  # the dev-gold reward's probes (dev_inputs)
     resolved: dict[str, Any] = field(default_factory=dict)
 
 
@@ -165,6 +166,10 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                                                   config.pairs_per_prompt) for i in range(len(prompts))]
                     correct = correctness(batch, responses, setup.check)
                     secs["score"] += time.perf_counter() - t0
+                    t0 = time.perf_counter()  # the dev-gold reward's probes: part of the bandit's feedback
+                    probe = setup.probe(tasks, choices, seed=derive_seed(config.seed, PROBE_STREAM + m, b)) \
+                        if setup.probe is not None else None
+                    secs["select"] += time.perf_counter() - t0
 
                     # optional: what every RM's pairs would cost at the current policy (before the step)
                     counterfactual = None
@@ -196,7 +201,7 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                             scores={i: dict(scores[i]) for i in idx} if "scores" in needs else None,
                             correct=correct if "correct" in needs else None,
                             responses=responses if "responses" in needs else None,
-                            loss_after=dpo.evaluate(pairs) if "loss_after" in needs else None)
+                            loss_after=dpo.evaluate(pairs) if "loss_after" in needs else None, dev_probe=probe)
                         feedback = selector.feedback(label, idx, result, inputs)
                         secs["select"] += time.perf_counter() - t0
                         group.update(step_numbers(result), skipped=False, feedback=feedback)
@@ -314,24 +319,14 @@ def prepare(config: RunConfig, *, progress: bool = True, console: Console | None
                 "world": None if world is None else str(world.path),
                 "labels": label_use(config, train_labelled=sum(ex.answer is not None for ex in train),
                                     dev_per_task=config.dev_labels, tasks=len(by_task(train)))}
-    dev = None
+    dev, probe = None, None
     if label_kind(config) == "dev":  # a few labelled dev prompts per task, never the test split
         with torch_threads(threads):
-            dev = dev_counts(model, tokenizer, registry, rm_names, dev_rows(config, world),
-                             per_task=config.dev_labels, n_responses=config.n_responses,
-                             temperature=config.temperature, top_p=config.top_p, max_new_tokens=int(max_new),
-                             stop=stop, check=check_answer, seed=config.seed, batch_size=config.batch_size)
-        resolved["dev_labels"] = dev.as_json()
+            dev, probe, info = dev_inputs(config, dev_rows(config, world), model=model, tokenizer=tokenizer,
+                                          registry=registry, rm_names=rm_names, max_new_tokens=int(max_new),
+                                          stop=stop, check=check_answer)
+        resolved.update(info)
     return Setup(model=model, tokenizer=tokenizer, train=train, evaluation=evaluation, registry=registry,
                  rm_names=rm_names, rm_for_task=rm_for_task, max_new_tokens=int(max_new), stop=stop,
-                 check=check_answer, threads=threads, dev=dev, resolved=resolved)
+                 check=check_answer, threads=threads, dev=dev, probe=probe, resolved=resolved)
 
-
-def dev_rows(config: RunConfig, world: Any) -> list[ExampleLike]:
-    """The labelled dev prompts the dev-label methods may read: ``--dev-data``, else the world's dev split."""
-    if config.dev_data is not None:
-        return list(load_examples(config.dev_data, require_answers=True, what="dev data file"))
-    if world is not None and config.data is None:
-        return list(world.data["dev"])
-    raise LaserError(f"--policy {config.policy} reads labelled dev prompts: pass --dev-data FILE (JSONL with "
-                     "prompt, answer, task)")

@@ -41,12 +41,17 @@ METHOD_ALIASES: dict[str, dict[str, Any]] = {
                     "granularity": "batch", "mab_reward": "dpo+nll", "scope": "global",
                     "normalizer": "quantile", "quantile_low": 0.2, "quantile_high": 0.8,
                     "reward_baseline": 0.0},
-    # one change at a time on top of the defaults (which differ from laser-paper in the reward shift only)
-    "laser-percontext": {"scope": "per-context"},
-    "laser-instance": {"granularity": "instance"},
+    # one change at a time on top of laser-paper: the reward shift 0.75 (laser-shift), then from there the
+    # normalization scope, the granularity or the reward. Each names its reward, so a change of RunConfig's
+    # default reward does not change these rows.
+    "laser-shift": {"mab_reward": "dpo+nll"},
+    "laser-percontext": {"mab_reward": "dpo+nll", "scope": "per-context"},
+    "laser-instance": {"mab_reward": "dpo+nll", "granularity": "instance"},
     "laser-dpo": {"mab_reward": "dpo"},
     "laser-consistency": {"mab_reward": "consistency"},
     "laser-agreement": {"mab_reward": "agreement"},
+    # reads dev_labels labelled dev prompts per task: compared with dev-pick and prior-router at that budget
+    "laser-dev": {"mab_reward": "dev-gold"},
     # reads every training prompt's answer: compared with gold and rejection-sft, never with the above
     "laser-gold": {"mab_reward": "gold"},
     # rejection-sampling fine-tuning: the answer checker picks a right sample, trained on by NLL alone
@@ -57,12 +62,15 @@ ALIAS_HELP: dict[str, str] = {
     "laser": "the default LASeR variant (RunConfig's defaults)",
     "laser-paper": f"the paper's settings (dpo+nll reward, global quantiles, raw normalized reward, "
                    f"alpha {PAPER_ALPHA})",
-    "laser-percontext": "default LASeR with per-context (per-task) reward normalization",
-    "laser-dpo": "default LASeR with the DPO term alone as the bandit reward",
-    "laser-instance": "default LASeR choosing an RM per prompt (instance granularity)",
-    "laser-consistency": "default LASeR rewarded by self-consistency (no labels)",
-    "laser-agreement": "default LASeR rewarded by agreement with the other RMs on probe prompts (no labels)",
-    "laser-gold": "default LASeR rewarded by the chosen RM's top sample being right (reads every training label)",
+    "laser-shift": "the paper's dpo+nll reward with the reward shift 0.75 (RunConfig's other defaults)",
+    "laser-percontext": "laser-shift with per-context (per-task) reward normalization",
+    "laser-instance": "laser-shift choosing an RM per prompt (instance granularity)",
+    "laser-dpo": "laser-shift with the DPO term alone as the bandit reward",
+    "laser-consistency": "laser-shift rewarded by self-consistency (no labels)",
+    "laser-agreement": "laser-shift rewarded by agreement with the other RMs on probe prompts (no labels)",
+    "laser-dev": "laser-shift rewarded by the chosen RM's top-1 correctness on labelled dev prompts of the "
+                 "batch's task, sampled after each step (reads dev_labels labelled dev prompts per task)",
+    "laser-gold": "laser-shift rewarded by the chosen RM's top sample being right (reads every training label)",
     "rejection-sft": "fine-tuning on a right sample per prompt (the answer checker picks it; reads every "
                      "training label)",
 }
@@ -294,12 +302,18 @@ def pick_reference(methods: Sequence[Method], reference: str | None = None) -> s
 
 #: Stands for ``fixed:<rm>`` for each RM in use, in a preset's method list.
 EACH_RM = "fixed:*"
+#: LASeR rows of the evidence table: the paper's, then one change at a time (the shift, the scope, the reward).
+EVIDENCE_LASER = ("laser-paper", "laser-shift", "laser-percontext", "laser-consistency")
 #: Methods of the evidence table that read labels (or estimate RM accuracy without them), by name; those
 #: that are neither a method of the table nor an alias when compare runs are left out.
-EVIDENCE_LABELLED = ("agree-estimate", "prior-router", "dev-pick", "gold", "rejection-sft")
+EVIDENCE_LABELLED = ("agree-estimate", "dev-pick", "prior-router", "laser-dev", "gold", "rejection-sft",
+                     "laser-gold")
 #: The dev budgets (labelled dev prompts per task) at which the evidence table runs ``dev-pick``: its points on
 #: the label-budget curve.
 EVIDENCE_DEV_LABELS = (8, 32, 128)
+#: Run settings of the evidence table: methods that read a reward and do not name one (``prior-router``) use
+#: the paper's, as BayesianRouter does (the negative DPO loss).
+EVIDENCE_SETTINGS = {"mab_reward": "dpo+nll"}
 
 
 @dataclass(frozen=True)
@@ -329,24 +343,33 @@ class Preset:
 
 
 def evidence_methods() -> list[str]:
-    """The evidence table: sft, each RM alone, the label-free baselines, every LASeR alias, the methods that
-    read labels (by name, as far as they exist; any other method of the table that reads dev or training
-    labels too), ``dev-pick`` at each of :data:`EVIDENCE_DEV_LABELS`, and the oracle."""
-    known = set(method_names())
+    """The evidence table: sft, each RM alone, the label-free baselines, the LASeR rows of
+    :data:`EVIDENCE_LASER`, the methods that read labels (by name, as far as they exist; any other method of
+    the table that reads dev or training labels too), ``dev-pick`` at each of :data:`EVIDENCE_DEV_LABELS`
+    (the default budget under its plain name), and the oracle.
+
+    >>> [m for m in evidence_methods() if m.startswith("dev-pick")]
+    ['dev-pick[dev_labels=8]', 'dev-pick', 'dev-pick[dev_labels=128]']
+    """
+    known = {*method_names(), *METHOD_ALIASES}
     labelled = [n for n in EVIDENCE_LABELLED if n in known]
     labelled += [n for n, m in METHODS.items() if m.labels in ("dev", "all") and n not in labelled]
     if "dev-pick" in labelled:
         at = labelled.index("dev-pick")
-        labelled[at:at + 1] = [f"dev-pick[dev_labels={n}]" for n in EVIDENCE_DEV_LABELS]
+        default = RunConfig.model_fields["dev_labels"].default
+        labelled[at:at + 1] = [f"dev-pick[dev_labels={n}]" if n != default else "dev-pick"
+                               for n in EVIDENCE_DEV_LABELS]
     free = [n for n in DEFAULT_BASELINES if n != "oracle"]
-    return [SFT, EACH_RM, *free, *METHOD_ALIASES, *labelled, "oracle"]
+    return [SFT, EACH_RM, *free, *EVIDENCE_LASER, *labelled, "oracle"]
 
 
 #: Named compare presets (``--preset``).
 PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("evidence", "the full evidence table: sft, each RM alone, the label-free baselines, every LASeR "
-           "alias, the label-reading methods (dev-pick at 8, 32 and 128 dev labels per task) and the oracle, "
-           "over 2 world seeds x 3 run seeds and every ood kind", evidence_methods, seeds=3, world_seeds=(0, 1)),
+    Preset("evidence", "the full evidence table: sft, each RM alone, the label-free baselines, the paper's "
+           "LASeR and one change at a time, the label-reading methods (dev-pick at 8, 32 and 128 dev labels per "
+           "task, prior-router, laser-dev, gold, rejection-sft, laser-gold) and the oracle, over 2 world seeds x "
+           "3 run seeds and every ood kind; methods that read an unnamed reward use dpo+nll", evidence_methods, seeds=3,
+           world_seeds=(0, 1), settings=EVIDENCE_SETTINGS),
     Preset("evidence-quick", "a CI-sized check of the evidence pipeline: sft, random and laser, one world "
            "seed, one run seed, ood bias, 1 iteration of 2 batches, 10 evaluation prompts per task",
            lambda: [SFT, "random", LASER], seeds=1, oods=("bias",),

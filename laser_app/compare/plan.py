@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from pydantic import ValidationError
 
 from laser_app.compare.methods import RESERVED_FIELDS, Method, MethodError, check_setting
-from laser_app.config import RunConfig, format_validation_error, load_config_file
+from laser_app.config import RunConfig, format_validation_error, load_config_file, resolve_mab_reward
 from laser_app.errors import LaserError, RunDirError
-from laser_app.run_dir import CONFIG, METRICS, RunDir, read_json
+from laser_app.run_dir import CONFIG, METRICS, RESOLVED, RunDir, read_json
 from laser_app.world import OOD_KINDS, world_for
 
 if TYPE_CHECKING:
@@ -150,8 +150,26 @@ def rm_names_for(cfg: RunConfig, world: World | None) -> list[str]:
 
 
 def comparable(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A config dump without the settings that do not change a run (``out``, ``overwrite``)."""
-    return {k: v for k, v in config.items() if k not in ("out", "overwrite")}
+    """A config dump without the settings that do not change a run (``out``, ``overwrite``), with every
+    setting it does not hold at its default (a run from before that setting existed ran with the default).
+
+    >>> comparable({"iterations": 2, "out": "a"})["iterations"], comparable({})["iterations"]
+    (2, 3)
+    """
+    defaults = RunConfig.model_validate({}).model_dump(mode="json")
+    return {k: v for k, v in {**defaults, **config}.items() if k not in ("out", "overwrite")}
+
+
+def effective_config(config: Mapping[str, Any], resolved_reward: str | None) -> dict[str, Any]:
+    """A config dump with ``mab_reward="auto"`` replaced by the reward it resolved to, so that a change of the
+    ``auto`` default is a change of settings.
+
+    >>> effective_config({"mab_reward": "auto"}, "dpo+nll"), effective_config({"mab_reward": "gold"}, None)
+    ({'mab_reward': 'dpo+nll'}, {'mab_reward': 'gold'})
+    """
+    if config.get("mab_reward") == "auto" and resolved_reward is not None:
+        return {**config, "mab_reward": resolved_reward}
+    return dict(config)
 
 
 def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -252,7 +270,9 @@ def run_state(run: PlannedRun) -> str:
     if status["state"] != "complete" or not (path / METRICS).is_file():
         return "pending"
     old = read_json(path / CONFIG) if (path / CONFIG).is_file() else {}
-    diff = config_diff(old, run.config.model_dump(mode="json"))
+    resolved = read_json(path / RESOLVED) if (path / RESOLVED).is_file() else {}
+    diff = config_diff(effective_config(old, resolved.get("mab_reward")),
+                       resolve_mab_reward(run.config).model_dump(mode="json"))
     if diff:
         raise RunDirError(f"run folder {path} was made with other settings ({'; '.join(diff[:5])}); pass "
                           "--rerun to replace the compare's runs, or choose another --out")

@@ -355,9 +355,10 @@ def _one_step(reward: str, extra: dict[str, Any], *, granularity: str = "batch",
 
 def test_registry_names_and_docstrings() -> None:
     assert list(BANDIT_REWARDS) == ["dpo+nll", "dpo", "nll", "loss-decrease", "agreement", "gold",
-                                    "consistency"]
+                                    "dev-gold", "consistency"]
     assert all(r.fn.__doc__ for r in BANDIT_REWARDS.values())
-    names = r"valid names: dpo\+nll, dpo, nll, loss-decrease, agreement, gold, consistency"
+    assert {n: r.labels for n, r in BANDIT_REWARDS.items() if r.reads_labels} == {"gold": "all", "dev-gold": "dev"}
+    names = r"valid names: dpo\+nll, dpo, nll, loss-decrease, agreement, gold, dev-gold, consistency"
     with pytest.raises(ValueError, match=names):
         get_reward("reward")
 
@@ -513,6 +514,19 @@ def test_counterfactual_losses_with_a_real_dpo_step(tmp_path: Any) -> None:
         assert out[rm] == pytest.approx(dpo.evaluate(pairs).loss)
     assert out["right"] != out["long"]
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_dev_gold_reward_is_the_probe_share_of_the_units_prompts() -> None:
+    _, log = _one_step("dev-gold", {"dev_probe": {0: 1.0, 1: 0.5, 2: 0.0}})
+    assert log["raw_reward"] == pytest.approx(0.5)
+    _, log = _one_step("dev-gold", {"dev_probe": [1.0, None, 0.5]})  # a prompt without a probe is left out
+    assert log["raw_reward"] == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="needs dev_probe:"):
+        _one_step("dev-gold", {})
+    with pytest.raises(ValueError, match=r"shares in \[0, 1\]"):
+        _one_step("dev-gold", {"dev_probe": [2.0, 0.0, 0.0]})
+    with pytest.raises(ValueError, match="found no dev probe"):  # NoRewardSignal: skipped under instance
+        _one_step("dev-gold", {"dev_probe": {}})
 
 
 def test_consistency_reward_is_agreement_with_the_majority_answer() -> None:

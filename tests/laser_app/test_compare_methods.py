@@ -19,7 +19,6 @@ from laser_app.compare import (
     default_methods,
     evidence_methods,
     get_preset,
-    method_names,
     parse_method,
     parse_methods,
     pick_reference,
@@ -47,7 +46,8 @@ def test_methods_aliases_and_overrides() -> None:
         "mab_reward": "dpo+nll", "scope": "global", "normalizer": "quantile", "granularity": "batch"}
     assert paper.settings["reward_baseline"] == 0.0  # the paper learns from the raw normalized reward
     assert egreedy.settings["epsilon"] == 0.2 and egreedy.settings["rms"] == "rm-a,rm-b"  # a list value
-    assert dict(instance.settings) == {"policy": "linucb", "granularity": "instance", "alpha": 0.3}
+    assert dict(instance.settings) == {"policy": "linucb", "mab_reward": "dpo+nll", "granularity": "instance",
+                                      "alpha": 0.3}
     assert parse_method("laser-dpo").settings["mab_reward"] == "dpo"
     assert parse_method("laser-percontext").settings["scope"] == "per-context"
 
@@ -137,16 +137,17 @@ def test_presets_name_valid_methods_and_settings() -> None:
         assert set(preset.oods or ()) <= set(OOD_KINDS)
     evidence = get_preset("evidence")
     labels = [m.label for m in evidence.method_list(list(RMS))]
-    assert labels[:9] == ["sft", "fixed:rm-a", "fixed:rm-b", "fixed:rm-c", "random", "sequential", "ensemble-score",
-                          "ensemble-agree", *list(METHOD_ALIASES)[:1]]
-    assert set(METHOD_ALIASES) <= set(labels) and labels[-1] == "oracle"
+    assert labels[:12] == ["sft", "fixed:rm-a", "fixed:rm-b", "fixed:rm-c", "random", "sequential",
+                           "ensemble-score", "ensemble-agree", "laser-paper", "laser-shift", "laser-percontext",
+                           "laser-consistency"]
+    assert labels[-1] == "oracle" and "laser" not in labels  # every LASeR row names its reward
+    assert all(METHOD_ALIASES[m].get("mab_reward") for m in labels if m.startswith("laser-"))
     assert (evidence.seeds, evidence.world_seeds, evidence.oods) == (3, (0, 1), None)  # None: every ood kind
-    known = set(method_names())
-    for name in ("gold", "rejection-sft", "prior-router", "agree-estimate"):
-        assert (name in labels) == (name in known), name
-    if "dev-pick" in known:
-        assert [x for x in labels if x.startswith("dev-pick")] == [
-            f"dev-pick[dev_labels={n}]" for n in (8, 32, 128)]
+    assert dict(evidence.settings) == {"mab_reward": "dpo+nll"}  # prior-router's reward, as BayesianRouter's
+    for name in ("gold", "rejection-sft", "prior-router", "agree-estimate", "laser-dev", "laser-gold"):
+        assert name in labels, name
+    assert [x for x in labels if x.startswith("dev-pick")] == [
+        "dev-pick[dev_labels=8]", "dev-pick", "dev-pick[dev_labels=128]"]
     assert evidence_methods() == evidence.methods()
     with pytest.raises(MethodError, match="--preset 'full' is unknown; valid: evidence, evidence-quick"):
         get_preset("full")
@@ -167,3 +168,26 @@ def test_quick_preset_plans_one_small_run_per_trained_method(tmp_path: Path) -> 
     assert [r.key for r in runs][:3] == [("bias", 0, "random", 0), ("bias", 0, "laser", 0), ("bias", 0, "random", 1)]
     assert len(runs) == 8 and runs[-1].key == ("bias", 3, "laser", 1)
     assert runs[-1].config.world_seed == 3 and runs[-1].path == tmp_path / "runs/bias/world3/laser/seed1"
+
+
+def test_reuse_compares_the_reward_auto_resolved_to_and_fills_settings_added_since(tmp_path: Path) -> None:
+    from laser_app.compare import run_state
+    from laser_app.errors import RunDirError
+    from laser_app.run_dir import RunDir
+
+    def finished(path: Path, config: dict, resolved_reward: str) -> None:
+        run = RunDir.create(path)
+        run.write_config(config, {"mab_reward": resolved_reward})
+        run.write_metrics({"accuracy": {}})
+        run.mark_complete()
+
+    made = RunConfig(policy="linucb").model_dump(mode="json")
+    del made["dev_probes"]  # a run from before this setting existed ran with its default
+    finished(tmp_path / "a", made, "dpo+nll")  # "auto" meant dpo+nll when this run was made
+    [run] = plan_runs(parse_methods("laser-shift"), {}, seeds=1, oods=["weak"], root=tmp_path)
+    run.path = tmp_path / "a"
+    assert run_state(run) == "complete"  # laser-shift names dpo+nll: the same run
+    [now] = plan_runs(parse_methods("laser"), {}, seeds=1, oods=["weak"], root=tmp_path)
+    now.path = tmp_path / "a"
+    with pytest.raises(RunDirError, match=r"made with other settings \(mab_reward: dpo\+nll -> consistency\)"):
+        run_state(now)  # today's "auto" is another reward: not mixed in silently
