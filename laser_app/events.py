@@ -34,7 +34,7 @@ def step_numbers(result: StepResult) -> dict[str, float]:
 def step_event(iteration: int, batch_index: int, step: int, batch: Sequence[ExampleLike],
                choices: Sequence[tuple[str, ...]], results: Sequence[PairResult],
                groups: list[dict[str, Any]], secs: Mapping[str, float], correct: list[list[bool]] | None,
-               counterfactual: dict[str, float | None] | None) -> dict[str, Any]:
+               counterfactual: Mapping[str, Mapping[str, float | None]] | None) -> dict[str, Any]:
     """The ``events.jsonl`` record of one step.
 
     Fields: ``iteration``, ``batch`` (within the iteration), ``step`` (over the run); ``task`` (or
@@ -44,7 +44,8 @@ def step_event(iteration: int, batch_index: int, step: int, batch: Sequence[Exam
     ``pairs_kept``, ``dropped_ties``, ``dropped_duplicates``; ``skipped`` (no pair formed, no update);
     ``sample_accuracy`` (share of sampled responses that are correct, when answers exist); ``seconds``
     per part (:data:`STEP_PARTS`); ``groups`` (one entry per DPO step with the selector's own log) and,
-    with diagnostics, ``counterfactual_loss`` per RM.
+    with diagnostics, ``counterfactual_loss`` and ``counterfactual_reward`` per RM (the loss of its pairs and
+    the raw bandit reward it would have earned on the batch; ``laser_app.rms.diagnostics``).
     """
     tasks = [task_of(ex) for ex in batch]
     labels = [c[0] if len(c) == 1 else "+".join(c) for c in choices]
@@ -82,5 +83,7 @@ def step_event(iteration: int, batch_index: int, step: int, batch: Sequence[Exam
         "groups": groups,
     }
     if counterfactual is not None:
-        event["counterfactual_loss"] = counterfactual
+        event["counterfactual_loss"] = dict(counterfactual["loss"])
+        if "reward" in counterfactual:
+            event["counterfactual_reward"] = dict(counterfactual["reward"])
     return event

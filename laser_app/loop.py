@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from laser_adapters.bandit_rewards import StepInputs
+from laser_adapters.bandit_rewards import StepInputs, get_bandit_reward
 from laser_adapters.dpo import DPOLoss, DPOStep
 from laser_adapters.encoders import PrefillCapture
 from laser_adapters.generation import cut_at_stop, greedy_answers, sample_responses
@@ -177,7 +177,8 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                         t0 = time.perf_counter()
                         counterfactual = diagnostics(setup.registry, setup.rm_names, prompts, responses,
                                                      scores, dpo.evaluate, config.pairs_per_prompt,
-                                                     label=f"{m}/{b}", samples=samples)
+                                                     label=f"{m}/{b}", samples=samples, correct=correct,
+                                                     reward=get_bandit_reward(config.mab_reward))
                         secs["diagnostics"] += time.perf_counter() - t0
 
                     # 4. one DPO step per group (one group per batch under batch granularity), then feedback

@@ -128,7 +128,33 @@ def summarize_run(events: Sequence[Mapping[str, Any]], *,
         "pairs": {k: int(sum(e.get(k, 0) for e in events))
                   for k in ("pairs_kept", "dropped_ties", "dropped_duplicates")},
         "timings": time_summary,
+        "oracle_regret": oracle_regret(events, rm_for_task),
     }
+
+
+def oracle_regret(events: Sequence[Mapping[str, Any]], rm_for_task: Mapping[str, str] | None) -> dict[str, Any] | None:
+    """The bandit's regret against the oracle routing, in raw reward: over the steps that routed a one-task
+    batch to one RM and logged ``counterfactual_reward`` (``--diagnostics``), the reward the task's own RM
+    would have earned minus the chosen RM's. ``total`` (cumulative), ``per_step`` (mean), ``steps`` counted;
+    ``None`` without diagnostics or a known RM per task. Negative when the reward prefers a wrong RM.
+
+    >>> ev = [{"task": "math", "rm": "b", "counterfactual_reward": {"a": 0.9, "b": 0.4}},
+    ...       {"task": "math", "rm": "a", "counterfactual_reward": {"a": 0.8, "b": 0.1}}]
+    >>> oracle_regret(ev, {"math": "a"})
+    {'total': 0.5, 'per_step': 0.25, 'steps': 2}
+    """
+    if not rm_for_task:
+        return None
+    gaps = []
+    for e in events:
+        cf, task = e.get("counterfactual_reward"), e.get("task")
+        best = rm_for_task.get(task) if isinstance(task, str) else None
+        if not cf or best is None or cf.get(best) is None or cf.get(e.get("rm")) is None:
+            continue
+        gaps.append(float(cf[best]) - float(cf[e["rm"]]))
+    if not gaps:
+        return None
+    return {"total": round(sum(gaps), 6), "per_step": round(sum(gaps) / len(gaps), 6), "steps": len(gaps)}
 
 
 # ------------------------------------------------------------------------------- rendering
@@ -208,6 +234,10 @@ def render_summary(metrics: Mapping[str, Any], console: Console, *, title: str =
                   f"{_fmt(share, pct=True)} (select + update alone: {_fmt(decide, pct=True)}); "
                   f"{metrics['skipped_steps']} skipped (no pair formed); "
                   f"{metrics['pairs']['pairs_kept']} pairs trained on")
+    regret = metrics.get("oracle_regret")
+    if regret:
+        console.print(f"regret against the oracle routing (raw bandit reward, diagnostics): {regret['total']:.3f} "
+                      f"over {regret['steps']} steps ({regret['per_step']:.4f} per step)")
 
 
 # ------------------------------------------------------------------------------- laser report

@@ -11,6 +11,7 @@ import numpy as np
 from laser_app.errors import LaserError, ModelLoadError
 
 if TYPE_CHECKING:
+    from laser_adapters.bandit_rewards import BanditReward
     from laser_adapters.reward_models.registry import RMRegistry
     from laser_app.config import RunConfig
 
@@ -66,15 +67,24 @@ def score_responses(registry: RMRegistry, prompts: Sequence[str], responses: Seq
 def diagnostics(registry: RMRegistry, rm_names: Sequence[str], prompts: Sequence[str],
                 responses: Sequence[Sequence[str]], scores: list[dict[str, np.ndarray]],
                 evaluate: Callable[..., Any], max_pairs: int, *, label: str,
-                samples: Sequence[Sequence[str]] | None = None) -> dict[str, float | None]:
-    """Counterfactual loss of every RM's pairs at the current policy (scores the RMs not yet scored on
-    ``responses``; pairs are built from ``samples``, the texts as trained on, default ``responses``)."""
-    from laser_adapters.counterfactual import counterfactual_losses
+                samples: Sequence[Sequence[str]] | None = None, reward: BanditReward | None = None,
+                correct: list[list[bool]] | None = None) -> dict[str, dict[str, float | None]]:
+    """Counterfactual diagnostics of one batch at the current policy: ``loss``, every RM's pairs' loss, and
+    with ``reward``, ``reward``: the raw bandit reward each RM would have earned (``correct``: the
+    responses' correctness, for rewards that read it). Scores the RMs not yet scored on ``responses``; pairs
+    are built from ``samples``, the texts as trained on (default ``responses``)."""
+    from laser_adapters.bandit_rewards import StepInputs
+    from laser_adapters.counterfactual import counterfactual_results, counterfactual_rewards
 
     missing = [tuple(n for n in rm_names if n not in s) for s in scores]
     extra = score_responses(registry, prompts, responses, missing, label=f"diagnostics {label}")
     full = [{**s, **e} for s, e in zip(scores, extra, strict=True)]
     by_rm = {n: [f[n] for f in full] for n in rm_names}
     trained = responses if samples is None else samples
-    losses = counterfactual_losses(list(zip(prompts, trained, strict=True)), by_rm, evaluate, max_pairs)
-    return {k: (float(v) if np.isfinite(v) else None) for k, v in losses.items()}
+    results = counterfactual_results(list(zip(prompts, trained, strict=True)), by_rm, evaluate, max_pairs)
+    out: dict[str, dict[str, float | None]] = {"loss": {
+        rm: float(r.loss) if r is not None and np.isfinite(r.loss) else None for rm, r in results.items()}}
+    if reward is not None:
+        out["reward"] = counterfactual_rewards(results, by_rm, reward, StepInputs(
+            scores=dict(enumerate(full)), correct=correct, responses=responses))
+    return out

@@ -12,8 +12,8 @@ import pytest
 from banditkit.normalizers import QuantileNormalizer
 from banditkit.policies.exp3 import EXP3
 from banditkit.policies.linucb import LinUCB
-from laser_adapters.bandit_rewards import BANDIT_REWARDS, RewardInputs, StepInputs, get_reward
-from laser_adapters.counterfactual import counterfactual_losses, counterfactual_results
+from laser_adapters.bandit_rewards import BANDIT_REWARDS, RewardInputs, StepInputs, get_bandit_reward, get_reward
+from laser_adapters.counterfactual import counterfactual_losses, counterfactual_results, counterfactual_rewards
 from laser_adapters.dpo import StepResult
 from laser_adapters.encoders import HashingEncoder
 from laser_adapters.scoped_normalization import ContextClusters, ScopedNormalizer
@@ -489,6 +489,27 @@ def test_counterfactual_losses_per_rm() -> None:
     assert res["const"] is None and res["bad"] is not None and len(res["bad"].losses) == 2
     with pytest.raises(ValueError, match="scores for 1 prompts but there are 2"):
         counterfactual_losses(samples, {"good": [[1.0, 0.0, 0.5]]}, _evaluate, max_pairs=1)
+
+
+def test_counterfactual_rewards_apply_the_bandit_reward_to_each_rms_pairs() -> None:
+    samples = [("1+1=", ["2", "wrong", "3"]), ("2+2=", ["4", "wrong", "4"])]
+    scores = {"good": [[1.0, 0.0, 0.5], [2.0, 0.0, 1.0]],
+              "bad": [[0.0, 1.0, 0.5], [0.0, 1.0, 0.5]],
+              "const": [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]}
+    res = counterfactual_results(samples, scores, _evaluate, max_pairs=1)
+    correct = [[True, False, False], [True, False, True]]
+    responses = [r for _, r in samples]
+    step = StepInputs(correct=correct, responses=responses)
+    gold = counterfactual_rewards(res, scores, get_bandit_reward("gold"), step)
+    assert gold == {"good": 1.0, "bad": 0.0, "const": None}  # no pair formed: no reward
+    loss = counterfactual_rewards(res, scores, get_bandit_reward("dpo+nll"), step)
+    assert loss["good"] == pytest.approx(-0.69) and loss["bad"] == pytest.approx(-1.69)
+    # the majority answers are all-different (1/3 each) and "4" (2 of 3)
+    consistency = counterfactual_rewards(res, scores, get_bandit_reward("consistency"), step)
+    assert consistency["good"] == pytest.approx((1 / 3 + 1) / 2) and consistency["bad"] == pytest.approx(1 / 6)
+    # a reward that needs a step taken (or dev probes) has no counterfactual
+    assert counterfactual_rewards(res, scores, get_bandit_reward("loss-decrease"), step) == dict.fromkeys(scores)
+    assert counterfactual_rewards(res, scores, get_bandit_reward("dev-gold"), step) == dict.fromkeys(scores)
 
 
 @pytest.mark.slow

@@ -72,6 +72,10 @@ def test_run_folder_holds_everything(finished_run: tuple[Path, str]) -> None:
             assert feedback["policy_reward"] == pytest.approx(e["normalized_reward"] - 0.75)  # LinUCB's shift
             assert len(e["arm_scores"]) == 3  # LinUCB exposes its upper confidence bounds
         assert set(e["counterfactual_loss"]) == set(RMS)  # --diagnostics: every RM's loss at this policy
+        assert set(e["counterfactual_reward"]) == set(RMS)  # and the reward each would have earned
+        if not e["skipped"]:  # the chosen RM's counterfactual is what the step earned (same pairs, same policy)
+            assert e["counterfactual_reward"][e["rm"]] == pytest.approx(e["raw_reward"], rel=1e-4)
+            assert e["counterfactual_loss"][e["rm"]] == pytest.approx(e["loss"], rel=1e-4)
         assert e["seconds"]["diagnostics"] > 0
 
     pairs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
@@ -95,6 +99,13 @@ def test_metrics_summary(finished_run: tuple[Path, str]) -> None:
     for key in ("total", "setup", "eval", "generate", "score", "train", "select", "bandit_share_of_step"):
         assert t[key] is not None and t[key] >= 0, key
     assert t["bandit_share_of_step"] < 0.5
+    # --diagnostics and rm_for_task: the regret against the oracle routing, from the events
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    gaps = [e["counterfactual_reward"][m["rm_for_task"][e["task"]]] - e["counterfactual_reward"][e["rm"]]
+            for e in events if None not in (e["counterfactual_reward"][m["rm_for_task"][e["task"]]],
+                                            e["counterfactual_reward"][e["rm"]])]
+    assert m["oracle_regret"]["steps"] == len(gaps) > 0
+    assert m["oracle_regret"]["total"] == pytest.approx(sum(gaps), abs=1e-5)
 
 
 def assert_same_state(a: Any, b: Any, where: str = "state") -> None:
