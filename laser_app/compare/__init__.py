@@ -28,6 +28,7 @@ Layout of a compare folder::
                                                      seed (+ seed<k>.log)
     <out>/compare.json                               everything: settings, per-run records, failures, summary
     <out>/compare.csv                                one row per ood x world seed x method x seed x domain
+    <out>/compare.md                                 the tables as Markdown, one per ood kind
     <out>/compare.png                                accuracy per method, in-domain share per LASeR variant
     <out>/label_budget.png                           accuracy against labelled prompts per task
 
@@ -51,6 +52,7 @@ from laser_app.compare.bootstrap import bootstrap_mean, holm, paired_bootstrap
 from laser_app.compare.budgets import budget_rank, class_references, labelled_per_task, order_by_budget
 from laser_app.compare.curve import LABEL_BUDGET_PNG, plot_label_budget
 from laser_app.compare.execute import Outcome, execute_run, execute_runs
+from laser_app.compare.markdown import COMPARE_MD, markdown_tables
 from laser_app.compare.methods import (
     ALIAS_HELP,
     DEFAULT_BASELINES,
@@ -100,7 +102,7 @@ from laser_app.compare.stats import (
 from laser_app.config import RunConfig
 from laser_app.errors import LaserError, RunDirError
 from laser_app.progress import RunsBar, runs_bar
-from laser_app.run_dir import METRICS, RunDir, default_out, read_json, write_json_atomic
+from laser_app.run_dir import METRICS, RunDir, default_out, read_json, write_json_atomic, write_text_atomic
 from laser_app.world import OOD_KINDS
 
 if TYPE_CHECKING:
@@ -118,6 +120,7 @@ DEFAULT_SEEDS = 3
 __all__ = [
     "ALIAS_HELP",
     "COMPARE_CSV",
+    "COMPARE_MD",
     "COMPARE_JSON",
     "COMPARE_PNG",
     "CSV_FIELDS",
@@ -295,7 +298,7 @@ def run_compare(methods: Sequence[Method] | None, *, seeds: int | None = None,
     files = [root / COMPARE_JSON, write_csv(all_records, root / COMPARE_CSV)]
     write_json_atomic(root / COMPARE_JSON, data)
     if summary:
-        files += _draw(data, root)
+        files += [_write_markdown(data, root), *_draw(data, root)]
     return CompareResult(out=root, data=data, files=files)
 
 
@@ -376,8 +379,15 @@ def report_compare(path: str | Path, console: Console, *, plots: bool = True) ->
     render_compare(data, console)
     drawn = _draw(data, root) if plots and data.get("summary") else []
     if drawn:
-        console.print("plot: " + ", ".join(str(p) for p in drawn))
+        console.print(f"plot: {', '.join(str(p) for p in drawn)}; tables: {_write_markdown(data, root)}")
     return drawn
+
+
+def _write_markdown(data: Mapping[str, Any], root: Path) -> Path:
+    """``compare.md``: the tables as Markdown, written atomically."""
+    path = root / COMPARE_MD
+    write_text_atomic(path, markdown_tables(data))
+    return path
 
 
 def _rel(path: Path, root: Path) -> str:

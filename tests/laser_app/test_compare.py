@@ -21,6 +21,7 @@ from laser_app.commands.compare import register
 from laser_app.compare import (
     COMPARE_CSV,
     COMPARE_JSON,
+    COMPARE_MD,
     COMPARE_PNG,
     LABEL_BUDGET_PNG,
     parse_methods,
@@ -133,6 +134,13 @@ def test_compare_end_to_end_resume_and_rerun(tiny: dict[str, Path], tmp_path: Pa
     assert len(rows) == 6 * 4 and {r["domain"] for r in rows} == {*DOMAINS, "mean"}
     assert {(r["world_seed"], r["labels"]) for r in rows} == {("0", "none")}
     assert (out / COMPARE_PNG).stat().st_size > 0 and (out / LABEL_BUDGET_PNG).stat().st_size > 0
+    md = (out / COMPARE_MD).read_text().splitlines()  # the same tables as Markdown
+    assert md[0].startswith(f"`--ood {OOD}` (eval accuracy %, mean [95% bootstrap interval over 2 units")
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in md if line.startswith("| ")}
+    assert set(rows) == {"method", "sft", "random", "laser[alpha=0.5]"}
+    random_mean = 100 * s["accuracy"]["random"]["mean"]["mean"]
+    assert f"**{random_mean:.1f}**" in rows["random"] and "vs laser[alpha=0.5]" in rows["random"]
+    assert rows["laser[alpha=0.5]"].split(" | ")[6] == "reference"
 
     runs = sorted((out / "runs" / OOD / "world0").glob("*/seed*/status.json"))
     assert len(runs) == 4
