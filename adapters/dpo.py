@@ -155,9 +155,10 @@ def sequence_logps(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
 
 
 def response_nll(model: Any, tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], *,
-                 max_length: int | None = None, batch_size: int = 32) -> NDArray[np.float64]:
+                 max_length: int | None = None, batch_size: int = 32, append_eos: bool = True) -> NDArray[np.float64]:
     """Mean per-token NLL of each response after its prompt under ``model``, tokenized as a DPO step
-    tokenizes a chosen response (eos appended); eval mode, no gradient, training mode restored.
+    tokenizes a chosen response (eos appended unless ``append_eos=False``); eval mode, no gradient, training
+    mode restored.
 
     >>> import tempfile
     >>> from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -185,7 +186,7 @@ def response_nll(model: Any, tokenizer: Any, prompts: Sequence[str], responses: 
                 pairs = [{"prompt": p, "chosen": r, "rejected": r}
                          for p, r in zip(prompts[start:start + batch_size], responses[start:start + batch_size],
                                          strict=True)]
-                tok = tokenize_pairs(tokenizer, pairs, max_length=max_length)
+                tok = tokenize_pairs(tokenizer, pairs, max_length=max_length, append_eos=append_eos)
                 batch = collate_sequences(tok.prompts, tok.chosen, pad_token_id=0 if pad is None else int(pad))
                 _, nll = sequence_logps(model, **{k: v.to(device) for k, v in batch.items()})
                 out[start:start + len(pairs)] = nll.float().cpu().numpy()
@@ -214,8 +215,9 @@ class TokenizedPairs:
 
 
 def tokenize_pairs(tokenizer: Any, pairs: Sequence[Mapping[str, Any]], *,
-                   max_length: int | None = None) -> TokenizedPairs:
+                   max_length: int | None = None, append_eos: bool = True) -> TokenizedPairs:
     """Tokenize pairs as TRL's ``DPOTrainer`` does for non-conversational data (see the module docstring).
+    ``append_eos=False`` is for chat-templated replies, which end with the template's end of turn already.
 
     >>> from laser_adapters.tokenization import char_tokenizer
     >>> t = tokenize_pairs(char_tokenizer("ab"), [{"prompt": "a", "chosen": "b", "rejected": "ab"}])
@@ -226,7 +228,7 @@ def tokenize_pairs(tokenizer: Any, pairs: Sequence[Mapping[str, Any]], *,
     eos = tokenizer.eos_token or ""
 
     def with_eos(text: str) -> str:
-        return text if text.endswith(eos) else text + eos
+        return text if not append_eos or text.endswith(eos) else text + eos
 
     prompts = [p["prompt"] for p in pairs]
     prompt_ids = tokenizer(prompts)["input_ids"]
@@ -332,6 +334,7 @@ class DPOStep:
     (the base model) until the first :meth:`sync_reference`, which snapshots the trained adapter into a frozen
     adapter named ``laser_reference``. Reference log-probs are computed once per sequence and cached until
     :meth:`sync_reference`. Dropout is disabled in the policy (as TRL's ``disable_dropout=True``).
+    ``append_eos=False`` trains chat-templated replies as the template ends them (no extra eos).
 
     >>> import tempfile
     >>> from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -351,7 +354,7 @@ class DPOStep:
     def __init__(self, model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer | None,
                  loss: DPOLoss | None = None, *, reference: Reference = "copy",
                  max_length: int | None = 256, ref_model: Any = None, max_grad_norm: float | None = None,
-                 disable_dropout: bool = True) -> None:
+                 disable_dropout: bool = True, append_eos: bool = True) -> None:
         if model is None:
             raise ValueError("DPOStep needs the policy model, got None")
         if tokenizer is None:
@@ -366,6 +369,7 @@ class DPOStep:
         self.loss = loss if loss is not None else DPOLoss()
         self.reference: Reference = reference
         self.max_length = None if max_length is None else check_positive_int("max_length", max_length)
+        self.append_eos = bool(append_eos)
         self.max_grad_norm = None if max_grad_norm is None else check_real("max_grad_norm", max_grad_norm,
                                                                             low=0.0, low_open=True)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -470,7 +474,7 @@ class DPOStep:
 
     def compute_loss(self, pairs: Sequence[Mapping[str, Any]]) -> DPOLossOutput:
         """The loss on ``pairs`` at the current policy, with the graph attached (no optimizer step)."""
-        tok = tokenize_pairs(self.tokenizer, pairs, max_length=self.max_length)
+        tok = tokenize_pairs(self.tokenizer, pairs, max_length=self.max_length, append_eos=self.append_eos)
         n = len(tok.prompts)
         prompts = tok.prompts + tok.prompts
         responses = tok.chosen + tok.rejected

@@ -118,7 +118,9 @@ def make_pairs(prompt: str, responses: Sequence[str], scores: ArrayLike, max_pai
 
 
 def check_pair(pair: Mapping[str, Any], index: int = 0) -> None:
-    """Raise ``TypeError``/``ValueError`` unless ``pair`` has string ``prompt``, ``chosen`` and ``rejected``.
+    """Raise ``TypeError``/``ValueError`` unless ``pair`` has ``prompt``, ``chosen`` and ``rejected``, either
+    all strings (TRL's standard format) or all lists of ``{"role", "content"}`` messages (its conversational
+    format).
 
     >>> check_pair({"prompt": "q", "chosen": "a"})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -131,8 +133,18 @@ def check_pair(pair: Mapping[str, Any], index: int = 0) -> None:
         if key not in pair:
             raise ValueError(f"pair {index} is missing key {key!r} (has {sorted(pair)}): "
                              "pairs need 'prompt', 'chosen', 'rejected'")
+    if all(_is_conversation(pair[key]) for key in PAIR_KEYS):
+        return
+    for key in PAIR_KEYS:
         if not isinstance(pair[key], str):
-            raise TypeError(f"pair {index} key {key!r} must be a str, got {type(pair[key]).__name__}")
+            raise TypeError(f"pair {index} key {key!r} must be a str (or every key a list of messages), got "
+                            f"{type(pair[key]).__name__}")
+
+
+def _is_conversation(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in value)
 
 
 def _jsonable(value: Any, where: str) -> Any:
@@ -145,6 +157,8 @@ def _jsonable(value: Any, where: str) -> Any:
         if not math.isfinite(v):
             raise ValueError(f"{where} must be finite to be written as JSON, got {v}")
         return v
+    if _is_conversation(value):  # TRL's conversational format: a list of messages
+        return [{"role": m["role"], "content": m["content"]} for m in value]
     raise TypeError(f"{where} has type {type(value).__name__}, which JSONL pairs do not hold")
 
 

@@ -7,6 +7,7 @@ they are small enough to build, run and train in well under a second on a CPU.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -20,6 +21,40 @@ from transformers import (
 )
 
 from laser_adapters.tokenization import char_tokenizer
+
+#: A ChatML chat template (as SmolLM2 and Qwen use), for the tiny chat model.
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def chat_tokenizer() -> Any:
+    """The character tokenizer plus ChatML's turn markers as special tokens, ``<|im_end|>`` as eos, and
+    :data:`CHATML` as its chat template.
+
+    >>> tok = chat_tokenizer()
+    >>> tok.eos_token, tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    ('<|im_end|>', '<|im_start|>user\\nhi<|im_end|>\\n')
+    """
+    tok = char_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.eos_token = "<|im_end|>"
+    tok.chat_template = CHATML
+    return tok
+
+
+def tiny_chat_lm(path: str | Path, *, hidden: int = 32, layers: int = 1, seed: int = 0) -> Path:
+    """Save a tiny Llama chat model (:func:`chat_tokenizer`; generation ends at ``<|im_end|>``) into ``path``."""
+    torch.manual_seed(seed)
+    tok = chat_tokenizer()
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    model.generation_config.eos_token_id = tok.eos_token_id
+    path = Path(path)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
 
 
 def tiny_causal_lm(path: str | Path, *, arch: str = "llama", hidden: int = 32, layers: int = 2,

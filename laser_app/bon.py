@@ -34,12 +34,12 @@ from laser_app.data import ExampleLike, task_of
 from laser_app.errors import LaserError
 from laser_app.evaluation import token_f1
 from laser_app.events import BON_PARTS
-from laser_app.loop import Setup, prepare
 from laser_app.policy import torch_threads
 from laser_app.progress import stderr_console, step_bar
 from laser_app.report import summarize_bon
 from laser_app.rms import score_responses
 from laser_app.run_dir import RunDir, default_out
+from laser_app.run_setup import Setup, prepare
 from laser_app.selection import TimedEncoder, choose_rms, selector_for
 
 if TYPE_CHECKING:
@@ -122,18 +122,20 @@ def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None
 def _bon_batch(b: int, batch: Sequence[ExampleLike], config: RunConfig, setup: Setup, selector: Selector,
                encoder: TimedEncoder | None, reuse_states: bool) -> dict[str, Any]:
     """One batch of best-of-n: sample, route, score, pick, check, give feedback; returns its event."""
-    prompts = [ex.prompt for ex in batch]
+    prompts = [ex.prompt for ex in batch]  # what the RMs read
+    asked = [setup.fmt.policy_prompt(ex) for ex in batch]  # what the policy is asked with
+    stop = setup.fmt.stop(setup.stop)
     tasks = [task_of(ex) for ex in batch]
     secs = dict.fromkeys(BON_PARTS, 0.0)
     t0 = time.perf_counter()
     with PrefillCapture(setup.model) if reuse_states else nullcontext() as capture:
-        samples = sample_responses(setup.model, setup.tokenizer, prompts, n=config.n_responses,
+        samples = sample_responses(setup.model, setup.tokenizer, asked, n=config.n_responses,
                                    temperature=config.temperature, top_p=config.top_p,
-                                   max_new_tokens=setup.max_new_tokens, stop=setup.stop,
+                                   max_new_tokens=setup.max_new_tokens, stop=stop,
                                    seed=derive_seed(config.seed, 0, b))
-    responses = [[cut_at_stop(r, setup.stop) for r in rs] for rs in samples]
+    responses = [[cut_at_stop(r, stop) for r in rs] for rs in samples]
     secs["generate"] = time.perf_counter() - t0
-    choices = choose_rms(selector, prompts, tasks, encoder, capture, secs)
+    choices = choose_rms(selector, asked, tasks, encoder, capture, secs)
 
     t0 = time.perf_counter()
     scores = score_responses(setup.registry, prompts, responses, choices, label=f"best-of-n batch {b}")
@@ -152,7 +154,9 @@ def _bon_batch(b: int, batch: Sequence[ExampleLike], config: RunConfig, setup: S
     samples_right = [None if c is None else float(np.mean(c)) for c in sample_correct]
 
     t0 = time.perf_counter()
-    nlls = response_nll(setup.model, setup.tokenizer, prompts, best, max_length=config.max_length)
+    nlls = response_nll(setup.model, setup.tokenizer, asked, [setup.fmt.trained(ex, r) for ex, r in
+                                                              zip(batch, best, strict=True)],
+                        max_length=config.max_length, append_eos=not setup.fmt.templated)
     feedback = []
     labelled = all(c is not None for c in sample_correct)
     for label, idx in selector.groups(choices):

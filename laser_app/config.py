@@ -24,6 +24,7 @@ import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from laser_adapters.methods import FIXED_PREFIX, METHODS, get_method, methods_help
+from laser_app.answers import AnswerChecker
 from laser_app.errors import ConfigError
 from laser_app.world.roles import OodKind
 
@@ -125,6 +126,21 @@ class RunConfig(BaseModel):
     dev_data: Path | None = Field(None, description=(
         "Labelled dev prompts (JSONL with `prompt`, `answer`, `task`) for the dev-label methods (default: the "
         "built-in dev split)."))
+    prompt_column: str = Field("prompt", description=(
+        "Column (or JSON field) of --data/--eval-data/--dev-data holding the prompt: a string, or a list of "
+        "{role, content} messages ending with the user's turn; a 'messages' column works too (TRL's format)."))
+    answer_column: str = Field("answer", description="Column holding the reference answer (optional for --data).")
+    task_column: str = Field("task", description="Column holding the task label (optional).")
+    answer_format: Literal["none", "gsm8k", "boxed"] = Field("none", description=(
+        "Clean reference answers as read: gsm8k keeps the number after '####', boxed the last \\boxed{...}."))
+    answer_extractor: str = Field("auto", description=(
+        "How an answer is read from a response on your own data: number, gsm8k (after ####), boxed, yesno, "
+        "choice (an option letter), text, or auto (by the reference answer's form); per task as "
+        "task=name pairs, e.g. math=gsm8k,quiz=choice (other tasks auto). The built-in world uses its own "
+        "checker."))
+    answer_pattern: str | None = Field(None, description=(
+        "A regular expression whose first capture group is the answer (wins over --answer-extractor), "
+        "e.g. 'Final answer: (.+)'."))
     world_seed: int = Field(0, ge=0, description="Seed of the built-in world (its tasks, policy and RMs).")
     world_scale: float = Field(1.0, gt=0, le=1, description=(
         "Shrink the built-in world's data and training budgets by this factor (a quick world for tests; "
@@ -132,6 +148,10 @@ class RunConfig(BaseModel):
     cache_dir: Path | None = Field(None, description=(
         "Built-in world cache folder (default: $LASER_CACHE_DIR or ~/.cache/laser)."))
     device: str = Field("cpu", description="Torch device for the policy (cpu, cuda, cuda:1, mps or auto).")
+    chat_template: Literal["auto", "on", "off"] = Field("auto", description=(
+        "Ask the policy through its tokenizer's chat template (a plain prompt becomes one user turn; replies "
+        "are trained with the template's end of turn; generation stops there): auto uses it when the "
+        "tokenizer has one, on requires it, off sends raw prompts."))
     threads: int | None = Field(None, ge=1, description=(
         "Torch CPU threads (default: 1 for the built-in world, whose models are too small to gain from more "
         "and run several times slower when another process shares the cores; else torch's default)."))
@@ -178,7 +198,11 @@ class RunConfig(BaseModel):
 
     # ---------------------------------------------------------------- run
     diagnostics: bool = Field(False, description=(
-        "Log every RM's counterfactual loss per step (costs what an ensemble costs)."))
+        "Log every RM's counterfactual loss and bandit reward per step, and the regret against the oracle "
+        "routing (costs what an ensemble costs)."))
+    report_to: Literal["none", "tensorboard", "wandb"] = Field("none", description=(
+        "Mirror per-step loss, rewards, chosen RM and timings, and per-iteration accuracy, to TensorBoard "
+        "(<run>/tensorboard) or Weights & Biases (needs the wandb package and a login)."))
     seed: int = Field(0, ge=0, description=(
         "Seed for batching, sampling, the selector and LoRA initialization."))
     out: Path | None = Field(None, description="Run folder (default: runs/<date>-<time>-<policy>).")
@@ -210,6 +234,11 @@ class RunConfig(BaseModel):
                                  f"got {value!r}")
             return {k.strip(): v.strip() for k, v in (p.split("=") for p in pairs)}
         return value
+
+    @model_validator(mode="after")
+    def _answer_checker(self) -> RunConfig:
+        answer_checker(self)  # an unknown extractor or a pattern without a capture group fails here
+        return self
 
     @field_validator("policy")
     @classmethod
@@ -276,6 +305,12 @@ class RunConfig(BaseModel):
         return self
 
     @property
+    def data_options(self) -> dict[str, Any]:
+        """``load_examples`` keywords for the user's data: column names and the answer format."""
+        return {"prompt_column": self.prompt_column, "answer_column": self.answer_column,
+                "task_column": self.task_column, "answer_format": self.answer_format}
+
+    @property
     def fixed_rm(self) -> str | None:
         """The RM name of a ``fixed:NAME`` policy, else None."""
         return self.policy[len(FIXED_PREFIX):] if self.policy.startswith(FIXED_PREFIX) else None
@@ -284,6 +319,23 @@ class RunConfig(BaseModel):
 #: What ``mab_reward="auto"`` means: a reward that reads no labels. Chosen on dev accuracy in the built-in
 #: weak world (2 world seeds x 2 run seeds): consistency 49.0%, the paper's dpo+nll 44.5%, the start 43.9%.
 AUTO_REWARD = "consistency"
+
+
+def answer_checker(config: RunConfig) -> AnswerChecker:
+    """The checker ``--answer-extractor`` and ``--answer-pattern`` describe (for the user's own data).
+
+    >>> answer_checker(RunConfig(answer_extractor="math=gsm8k")).per_task
+    {'math': 'gsm8k'}
+    """
+    spec = config.answer_extractor.strip()
+    if "=" not in spec:
+        return AnswerChecker(spec, pattern=config.answer_pattern)
+    pairs = [p.strip() for p in spec.split(",") if p.strip()]
+    if any(p.count("=") != 1 for p in pairs):
+        raise ValueError(f"answer_extractor: expected a name or task=name pairs separated by commas, e.g. "
+                         f"math=gsm8k,quiz=choice; got {spec!r}")
+    per_task = {k.strip(): v.strip() for k, v in (p.split("=") for p in pairs)}
+    return AnswerChecker("auto", per_task=per_task, pattern=config.answer_pattern)
 
 
 def resolve_mab_reward(config: RunConfig) -> RunConfig:

@@ -1,6 +1,10 @@
-"""Prompts for ``laser run`` from a user's JSONL file: ``prompt``, optional ``answer`` and ``task`` per line.
+"""Prompts for ``laser run``: a user's rows with a prompt, an optional answer and task, plain or conversational.
 
-Every problem names the file and the line so it can be fixed in an editor.
+Rows come from JSONL, JSON, CSV, Parquet, a saved ``datasets`` folder or a hub id (see
+:mod:`laser_app.data_sources`). Columns can be renamed (``prompt_column=`` ...), answers cleaned
+(``answer_format="gsm8k"`` or ``"boxed"``), and a prompt may be a conversation in TRL's conventions: a list of
+``{"role", "content"}`` messages in the prompt column, or a ``messages`` column whose last user turn ends the
+prompt. Every problem names the source and the line or row so it can be fixed.
 
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "d.jsonl"
@@ -11,16 +15,22 @@ Every problem names the file and the line so it can be fixed in an editor.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
+from laser_app.answers import ANSWER_FORMATS, clean_answer
+from laser_app.data_sources import Table, open_table
 from laser_app.errors import DataError
 from laser_app.world.tasks import Example
 
 #: The task label of rows that do not name one.
 DEFAULT_TASK = "default"
+#: Values of ``answer_format``: keep answers as they are, or take a GSM8K ``#### n`` or the last ``\\boxed{}``.
+#: The roles a conversational row may use.
+ROLES = ("system", "user", "assistant")
+
+Messages = tuple[dict[str, str], ...]
 
 
 class ExampleLike(Protocol):
@@ -41,52 +51,164 @@ def task_of(example: ExampleLike) -> str:
     return example.task or DEFAULT_TASK
 
 
-def load_examples(path: str | Path, *, require_answers: bool = False,
-                  what: str = "data file") -> list[Example]:
-    """Read a JSONL file of ``{"prompt": str, "answer"?: str, "task"?: str}`` objects (blank lines skipped).
+def messages_of(example: ExampleLike) -> Messages | None:
+    """The example's prompt conversation for a chat template, ``None`` for a plain-text prompt.
 
-    Raises :class:`~laser_app.errors.DataError` naming the file and line for a missing file, bad JSON,
-    a missing or empty ``prompt``, a missing ``answer`` when ``require_answers``, or a file with no rows.
+    >>> messages_of(Example("Hi")) is None
+    True
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{what} {path} does not exist; pass a JSONL file with one "
-                        "{\"prompt\": ...} object per line")
+    return getattr(example, "messages", None)
+
+
+def render_plain(messages: Sequence[Mapping[str, str]]) -> str:
+    """A conversation as plain text, for reward models and policies without a chat template.
+
+    One user message is its content; otherwise each message is ``"{Role}: {content}"``, joined by blank lines
+    (a prompt conversation ends with its last user turn, so that comes last).
+
+    >>> render_plain([{"role": "user", "content": "2+2="}])
+    '2+2='
+    >>> print(render_plain([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2="}]))
+    System: Be brief.
+    <BLANKLINE>
+    User: 2+2=
+    """
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
+
+
+class _Columns(NamedTuple):
+    prompt: str
+    answer: str
+    task: str
+    messages: str
+
+
+_DEFAULTS = _Columns("prompt", "answer", "task", "messages")
+_FLAGS = _Columns("--prompt-column", "--answer-column", "--task-column", "--messages-column")
+
+
+def load_examples(path: str | Path, *, require_answers: bool = False, what: str = "data file",
+                  prompt_column: str = "prompt", answer_column: str = "answer", task_column: str = "task",
+                  messages_column: str = "messages", answer_format: str = "none") -> list[Example]:
+    """Read examples from ``path``: a file, a saved dataset folder (``FOLDER[:SPLIT]``) or a hub id
+    (``NAME[:CONFIG][:SPLIT]``); see :mod:`laser_app.data_sources`.
+
+    Each row needs a prompt (the ``prompt_column``, or a ``messages_column`` conversation); answers
+    (numbers become strings) and tasks are optional, and ``answer_format`` cleans answers. Raises
+    :class:`~laser_app.errors.DataError` naming the source and line or row for a missing source, bad JSON, a
+    missing column or field, a bad conversation, a missing ``answer`` when ``require_answers``, or no rows.
+    """
+    if answer_format not in ANSWER_FORMATS:
+        raise DataError(f"answer format {answer_format!r} is unknown; pass --answer-format with one of "
+                        f"{', '.join(ANSWER_FORMATS)}")
+    cols = _Columns(prompt_column, answer_column, task_column, messages_column)
+    table = open_table(path, what=what)
+    if table.columns is not None:
+        _check_columns(table, set(table.columns), cols, require_answers=require_answers, what=what)
     rows: list[Example] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if line.strip():
-                rows.append(_parse_row(line, path, lineno, require_answers=require_answers, what=what))
+    seen: set[str] = set()
+    for number, row in table.rows:
+        seen.update(row)
+        if table.blank_is_missing:
+            row = {k: None if v == "" and k != cols.prompt else v for k, v in row.items()}
+        rows.append(_to_example(row, f"{what} {table.name} {table.unit} {number}", cols,
+                                fixed=table.columns is not None, require_answers=require_answers,
+                                answer_format=answer_format))
     if not rows:
-        raise DataError(f"{what} {path} has no rows; write one JSON object per line with at least "
-                        "a \"prompt\"")
+        raise DataError(f"{what} {table.name} has no rows; {table.empty_hint}")
+    if table.columns is None:  # JSON rows: an explicit column must appear in some row
+        _check_columns(table, seen, cols, require_answers=False, what=what)
     return rows
 
 
-def _parse_row(line: str, path: Path, lineno: int, *, require_answers: bool, what: str) -> Example:
-    where = f"{what} {path} line {lineno}"
-    try:
-        obj = json.loads(line.rstrip("\r\n"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
-    if not isinstance(obj, dict):
-        raise DataError(f"{where}: expected a JSON object like {{\"prompt\": ...}}, got {type(obj).__name__}")
-    prompt = obj.get("prompt")
-    if prompt is None:
-        keys = ", ".join(sorted(obj)) or "none"
-        raise DataError(f"{where}: missing field \"prompt\" (fields present: {keys})")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise DataError(f"{where}: \"prompt\" must be a non-empty string, got {prompt!r}")
-    answer = obj.get("answer")
+def _check_columns(table: Table, have: set[str], cols: _Columns, *, require_answers: bool, what: str) -> None:
+    listed = ", ".join(sorted(have)) if table.columns is None else ", ".join(table.columns)
+    conversational = cols.prompt == _DEFAULTS.prompt and cols.messages in have
+    needed = [
+        (cols.prompt, _FLAGS.prompt, cols.prompt not in have and not conversational and bool(have)),
+        (cols.messages, _FLAGS.messages, cols.messages != _DEFAULTS.messages and cols.messages not in have),
+        (cols.answer, _FLAGS.answer, cols.answer not in have and (
+            cols.answer != _DEFAULTS.answer or (require_answers and cols.messages not in have))),
+        (cols.task, _FLAGS.task, cols.task != _DEFAULTS.task and cols.task not in have),
+    ]
+    for column, flag, missing in needed:
+        if missing:
+            raise DataError(f"{what} {table.name} has no column {column!r} (columns: {listed or 'none'}); "
+                            f"pass {flag} with one of them")
+
+
+def _to_example(row: dict[str, Any], where: str, cols: _Columns, *, fixed: bool, require_answers: bool,
+                answer_format: str) -> Example:
+    prompt: Any = row.get(cols.prompt)
+    messages: Messages | None = None
+    reply: str | None = None  # a trailing assistant message, the answer when the row has none
+    if prompt is None and row.get(cols.messages) is not None:
+        messages, reply = _conversation(row[cols.messages], where, cols.messages)
+    elif prompt is None and fixed and cols.prompt in row:
+        raise DataError(f"{where}: \"{cols.prompt}\" is empty; every row needs a prompt")
+    elif prompt is None:
+        keys = ", ".join(sorted(row)) or "none"
+        raise DataError(f"{where}: missing field \"{cols.prompt}\" (fields present: {keys})")
+    elif isinstance(prompt, list | tuple):
+        messages, reply = _conversation(prompt, where, cols.prompt)
+        if reply is not None or messages[-1]["role"] != "user":
+            raise DataError(f"{where}: a \"{cols.prompt}\" conversation must end with the user's turn; move "
+                            f"later turns to \"{cols.answer}\" or use a \"{cols.messages}\" column")
+    elif not isinstance(prompt, str) or not prompt.strip():
+        raise DataError(f"{where}: \"{cols.prompt}\" must be a non-empty string, got {prompt!r}")
+    answer = row.get(cols.answer)
+    if answer is None:
+        answer = reply
     if isinstance(answer, bool) or (answer is not None and not isinstance(answer, str | int | float)):
-        raise DataError(f"{where}: \"answer\" must be a string or a number, got {answer!r}")
+        raise DataError(f"{where}: \"{cols.answer}\" must be a string or a number, got {answer!r}")
     if answer is None and require_answers:
-        raise DataError(f"{where}: missing field \"answer\" (evaluation data needs a reference answer "
-                        "per row)")
-    task = obj.get("task")
+        also = " and no assistant message after the last user turn" if messages is not None else ""
+        raise DataError(f"{where}: missing field \"{cols.answer}\"{also} (evaluation data needs a reference "
+                        "answer per row)")
+    if answer is not None:
+        try:
+            answer = clean_answer(str(answer), answer_format)
+        except ValueError as err:
+            raise DataError(f"{where}: {err}") from None
+    task = row.get(cols.task)
     if task is not None and (not isinstance(task, str) or not task.strip()):
-        raise DataError(f"{where}: \"task\" must be a non-empty string, got {task!r}")
-    return Example(prompt=prompt, answer=None if answer is None else str(answer), task=task or DEFAULT_TASK)
+        raise DataError(f"{where}: \"{cols.task}\" must be a non-empty string, got {task!r}")
+    text = render_plain(messages) if messages is not None else prompt
+    return Example(prompt=text, answer=answer, task=task or DEFAULT_TASK, messages=messages)
+
+
+def _conversation(value: Any, where: str, column: str) -> tuple[Messages, str | None]:
+    """The turns up to and including the last user turn, and the content of a trailing assistant turn."""
+    if isinstance(value, Mapping) and isinstance(value.get("role"), list):  # datasets' columnar form
+        value = [{"role": r, "content": c} for r, c in zip(value["role"], value.get("content") or [], strict=False)]
+    if not isinstance(value, list | tuple) or not value:
+        raise DataError(f"{where}: \"{column}\" must be a non-empty list of {{\"role\": ..., \"content\": ...}} "
+                        f"messages, got {value!r}")
+    turns: list[dict[str, str]] = []
+    for i, msg in enumerate(value, start=1):
+        role = msg.get("role") if isinstance(msg, Mapping) else None
+        content = msg.get("content") if isinstance(msg, Mapping) else None
+        if not isinstance(role, str) or not isinstance(content, str):
+            raise DataError(f"{where}: message {i} of \"{column}\" needs a string \"role\" and \"content\", got "
+                            f"{msg!r}; write each turn as {{\"role\": \"user\", \"content\": \"...\"}}")
+        if role not in ROLES:
+            raise DataError(f"{where}: message {i} of \"{column}\" has unknown role {role!r}; use one of "
+                            f"{', '.join(ROLES)}")
+        turns.append({"role": role, "content": content})
+    last_user = max((i for i, t in enumerate(turns) if t["role"] == "user"), default=None)
+    if last_user is None:
+        raise DataError(f"{where}: \"{column}\" has no user turn; add a {{\"role\": \"user\", \"content\": ...}} "
+                        "message with the prompt")
+    if not turns[last_user]["content"].strip():
+        raise DataError(f"{where}: the last user message of \"{column}\" is empty; write the prompt there")
+    head, tail = tuple(turns[:last_user + 1]), turns[last_user + 1:]
+    return head, tail[-1]["content"] if tail and tail[-1]["role"] == "assistant" else None
+
+
+
+
 
 
 def by_task(examples: Sequence[ExampleLike]) -> dict[str, list[ExampleLike]]:

@@ -63,16 +63,16 @@ class DevCounts:
 def dev_counts(model: Any, tokenizer: Any, registry: RMRegistry, rm_names: Sequence[str],
                rows: Sequence[ExampleLike], *, per_task: int, n_responses: int, temperature: float,
                top_p: float, max_new_tokens: int, stop: str | None, check: Callable[[str, str, str], bool],
-               seed: int, batch_size: int) -> DevCounts:
+               seed: int, batch_size: int, ask: Callable[[ExampleLike], str] | None = None) -> DevCounts:
     """Count, per task and RM, the dev prompts on which the RM's top-ranked sample is right."""
     picked = labelled_dev_rows(rows, per_task)
     counts: dict[str, dict[str, list[int]]] = {}
     for start in range(0, len(picked), batch_size):
         batch = picked[start:start + batch_size]
         prompts = [ex.prompt for ex in batch]
-        samples = sample_responses(model, tokenizer, prompts, n=n_responses, temperature=temperature,
-                                   top_p=top_p, max_new_tokens=max_new_tokens, stop=stop,
-                                   seed=derive_seed(seed, DEV_STREAM, start))
+        samples = sample_responses(model, tokenizer, [ask(ex) if ask else ex.prompt for ex in batch],
+                                   n=n_responses, temperature=temperature, top_p=top_p,
+                                   max_new_tokens=max_new_tokens, stop=stop, seed=derive_seed(seed, DEV_STREAM, start))
         responses = [[cut_at_stop(r, stop) for r in rs] for rs in samples]
         scores = score_responses(registry, prompts, responses, [tuple(rm_names)] * len(prompts),
                                  label=f"dev prompts {start}-{start + len(batch) - 1}")
@@ -118,7 +118,8 @@ class DevProbes:
     def correctness(self, model: Any, tokenizer: Any, registry: RMRegistry, tasks: Sequence[str],
                     choices: Sequence[tuple[str, ...]], *, seed: int, n_responses: int, temperature: float,
                     top_p: float, max_new_tokens: int, stop: str | None,
-                    check: Callable[[str, str, str], bool]) -> dict[int, float]:
+                    check: Callable[[str, str, str], bool],
+                    ask: Callable[[ExampleLike], str] | None = None) -> dict[int, float]:
         """Per batch position whose prompt was routed to one RM: that RM's top-1 correctness on dev probes
         of the prompt's task (prompts with the same task and RM share one probe draw)."""
         groups: dict[tuple[str, str], list[int]] = {}
@@ -132,9 +133,9 @@ class DevProbes:
             pool = self.rows.get(task) or everything
             probes = [pool[k] for k in rng.choice(len(pool), size=min(self.per_step, len(pool)), replace=False)]
             prompts = [ex.prompt for ex in probes]
-            samples = sample_responses(model, tokenizer, prompts, n=n_responses, temperature=temperature,
-                                       top_p=top_p, max_new_tokens=max_new_tokens, stop=stop,
-                                       seed=int(rng.integers(2**31)))
+            samples = sample_responses(model, tokenizer, [ask(ex) if ask else ex.prompt for ex in probes],
+                                       n=n_responses, temperature=temperature, top_p=top_p,
+                                       max_new_tokens=max_new_tokens, stop=stop, seed=int(rng.integers(2**31)))
             responses = [[cut_at_stop(r, stop) for r in rs] for rs in samples]
             scores = score_responses(registry, prompts, responses, [(rm,)] * len(prompts),
                                      label=f"dev probes for {rm}")
@@ -146,7 +147,8 @@ class DevProbes:
 
 def dev_inputs(config: RunConfig, rows: Sequence[ExampleLike], *, model: Any, tokenizer: Any,
                registry: RMRegistry, rm_names: Sequence[str], max_new_tokens: int, stop: str | None,
-               check: Callable[[str, str, str], bool]) -> tuple[DevCounts | None, ProbeFn | None, dict[str, Any]]:
+               check: Callable[[str, str, str], bool], ask: Callable[[ExampleLike], str] | None = None,
+               ) -> tuple[DevCounts | None, ProbeFn | None, dict[str, Any]]:
     """What a run whose label budget is dev-N reads from the labelled dev ``rows``: the counts (dev-pick,
     prior-router: once, before training), the probe function of the ``dev-gold`` reward (``probe(tasks,
     choices, seed=...)``, called each step) and what to add to ``resolved.json``."""
@@ -155,7 +157,7 @@ def dev_inputs(config: RunConfig, rows: Sequence[ExampleLike], *, model: Any, to
     info: dict[str, Any] = {}
     sampling: dict[str, Any] = {"n_responses": config.n_responses, "temperature": config.temperature,
                                 "top_p": config.top_p, "max_new_tokens": max_new_tokens, "stop": stop,
-                                "check": check}
+                                "check": check, "ask": ask}
     if get_method(config.policy).labels == "dev":
         dev = dev_counts(model, tokenizer, registry, rm_names, rows, per_task=config.dev_labels, seed=config.seed,
                          batch_size=config.batch_size, **sampling)
@@ -171,7 +173,8 @@ def dev_rows(config: RunConfig, world: Any) -> list[ExampleLike]:
     """The labelled dev prompts a dev-label method or reward may read: ``--dev-data``, else the built-in world's
     dev split (never the test split)."""
     if config.dev_data is not None:
-        return list(load_examples(config.dev_data, require_answers=True, what="dev data file"))
+        return list(load_examples(config.dev_data, require_answers=True, what="dev data file",
+                                  **config.data_options))
     if world is not None and config.data is None:
         return list(world.data["dev"])
     reader = (f"--policy {config.policy}" if get_method(config.policy).labels == "dev"

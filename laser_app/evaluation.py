@@ -41,12 +41,15 @@ PerExample = dict[str, dict[str, list[int]]]
 
 def evaluate_examples(model: Any, tokenizer: Any, splits: Mapping[str, Sequence[ExampleLike]], *,
                       greedy: Callable[..., list[str]], check: Callable[[str, str, str], bool],
-                      max_new_tokens: int, stop: str | None, batch_size: int) -> PerExample:
+                      max_new_tokens: int, stop: str | None, batch_size: int,
+                      prompt_of: Callable[[ExampleLike], str] | None = None) -> PerExample:
     """Whether the greedy answer to each example is right, per split and task (what intervals over
-    prompts are computed from)."""
+    prompts are computed from); ``prompt_of`` gives the text the policy is asked with (default: the
+    prompt)."""
     out: PerExample = {}
+    ask = prompt_of or (lambda ex: ex.prompt)
     for split, rows in splits.items():
-        answers = greedy(model, tokenizer, [ex.prompt for ex in rows], max_new_tokens=max_new_tokens,
+        answers = greedy(model, tokenizer, [ask(ex) for ex in rows], max_new_tokens=max_new_tokens,
                          stop=stop, batch_size=batch_size)
         hits: dict[str, list[int]] = {}
         for ex, ans in zip(rows, answers, strict=True):

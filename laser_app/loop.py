@@ -1,13 +1,13 @@
 """The LASeR loop: iterative DPO where a selector (a bandit or a baseline) picks the reward model per batch.
 
-This module is the recipe only. :func:`prepare` resolves everything a run needs from a
+This module is the recipe only. :func:`~laser_app.run_setup.prepare` resolves everything a run needs from a
 :class:`~laser_app.config.RunConfig` (every input error surfaces there, before a run folder exists);
 :func:`run_laser` reads top to bottom: for each iteration and batch, 1. sample responses (whose prefill
 pass yields the contexts), 2. choose RM(s), 3. score and form pairs, 4. one DPO step per group and bandit
 feedback, 5. log; at the end of each iteration the reference moves to the current policy and the policy is
 evaluated per domain. The parts live in modules named for what they hold: :mod:`laser_app.policy`,
 :mod:`laser_app.rms`, :mod:`laser_app.selection`, :mod:`laser_app.batching`, :mod:`laser_app.evaluation`,
-:mod:`laser_app.events`, :mod:`laser_app.progress`.
+:mod:`laser_app.events`, :mod:`laser_app.progress`, :mod:`laser_app.prompts`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from __future__ import annotations
 import functools
 import time
 import warnings
-from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,35 +27,25 @@ from laser_adapters.bandit_rewards import StepInputs, get_bandit_reward
 from laser_adapters.dpo import DPOLoss, DPOStep
 from laser_adapters.encoders import PrefillCapture
 from laser_adapters.generation import cut_at_stop, greedy_answers, sample_responses
-from laser_adapters.methods import GOLD_RM
 from laser_adapters.pairs import write_pairs_jsonl
 from laser_app.batching import derive_seed, make_batches
-from laser_app.config import RunConfig, check_lora_compatible, resolve_mab_reward
-from laser_app.data import ExampleLike, by_task, load_examples, task_of
-from laser_app.dev_labels import PROBE_STREAM, DevCounts, dev_inputs, dev_rows
-from laser_app.errors import LaserError
-from laser_app.evaluation import accuracy_of, cap_per_task, correctness, evaluate_examples
+from laser_app.config import RunConfig, resolve_mab_reward
+from laser_app.data import by_task, task_of
+from laser_app.dev_labels import PROBE_STREAM
+from laser_app.evaluation import accuracy_of, correctness, evaluate_examples
 from laser_app.events import STEP_PARTS, step_event, step_numbers
-from laser_app.labels import gold_rm, label_kind, label_use
 from laser_app.plots import draw_all
-from laser_app.policy import load_policy, model_source, resolve_device, save_policy, torch_threads
+from laser_app.policy import save_policy, torch_threads
 from laser_app.progress import stderr_console, step_bar
 from laser_app.report import summarize_run
-from laser_app.rms import diagnostics, load_registry, load_rms, score_responses
+from laser_app.rms import diagnostics, score_responses
 from laser_app.run_dir import PAIRS, RunDir, default_out
+from laser_app.run_setup import prepare
 from laser_app.selection import choose_rms, selector_for
-from laser_app.world import world_for
-from laser_app.world.tasks import check_answer
+from laser_app.trackers import check_report_to, iteration_values, make_tracker, step_values
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-    from laser_adapters.reward_models.registry import RMRegistry
-
-#: ``max_new_tokens`` for user data when the config does not set it.
-USER_DATA_MAX_NEW_TOKENS = 64
-#: Batches per iteration on the built-in world when the config does not set it (the compared setting).
-WORLD_BATCHES_PER_ITERATION = 100
 
 
 @dataclass(frozen=True)
@@ -71,26 +60,6 @@ class RunSummary:
         return dict(self.metrics["accuracy"][split][iteration])
 
 
-@dataclass
-class Setup:
-    """Everything the loop works with, resolved from the config before the run folder exists."""
-
-    model: Any
-    tokenizer: Any
-    train: list[ExampleLike]
-    evaluation: dict[str, list[ExampleLike]]
-    registry: RMRegistry
-    rm_names: list[str]
-    rm_for_task: dict[str, str] | None
-    max_new_tokens: int
-    stop: str | None
-    check: Callable[[str, str, str], bool]
-    threads: int
-    dev: DevCounts | None = None
-    probe: Callable[..., dict[int, float]] | None = None  # the dev-gold reward's probes (dev_inputs)
-    resolved: dict[str, Any] = field(default_factory=dict)
-
-
 # =============================================================================== the loop
 def run_laser(config: RunConfig, *, progress: bool = True, console: Console | None = None) -> RunSummary:
     """Train the policy by iterative DPO with RM selection as ``config`` says; write a run folder.
@@ -100,6 +69,7 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
     """
     t_start = time.perf_counter()
     console = console or stderr_console()
+    check_report_to(config.report_to)  # a missing tracker package fails before any model loads
     setup = prepare(config, progress=progress, console=console)
     given = config  # written to config.json as asked ("auto" stays auto); the resolved values go to resolved.json
     config = resolve_mab_reward(config)
@@ -118,9 +88,11 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
     plan = [make_batches(setup.train, config.batch_size, homogeneous=config.batching == "homogeneous",
                          rng=batch_rng, limit=setup.resolved["batches_per_iteration"])
             for _ in range(config.iterations)]
+    fmt, stop = setup.fmt, setup.fmt.stop(setup.stop)
+    dpo.append_eos = not fmt.templated  # a templated reply ends with the template's end of turn
     evaluate = functools.partial(evaluate_examples, model, tokenizer, setup.evaluation, greedy=greedy_answers,
-                                 check=setup.check, max_new_tokens=setup.max_new_tokens, stop=setup.stop,
-                                 batch_size=config.eval_batch_size)
+                                 check=setup.check, max_new_tokens=setup.max_new_tokens, stop=stop,
+                                 batch_size=config.eval_batch_size, prompt_of=fmt.policy_prompt)
 
     run = RunDir.create(config.out or default_out(config.policy), overwrite=config.overwrite)
     try:
@@ -128,16 +100,20 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
         timings = {"setup": time.perf_counter() - t_start, "eval": 0.0}
         all_pairs: list[dict[str, Any]] = []
         n_steps = sum(len(batches) for batches in plan)
-        with torch_threads(setup.threads), step_bar(console, n_steps, enabled=progress) as bar:
+        with torch_threads(setup.threads), step_bar(console, n_steps, enabled=progress) as bar, \
+                make_tracker(config.report_to, run.path, run_name=run.path.name, config=given.model_dump(mode="json"),
+                             rm_names=setup.rm_names) as tracker:
             bar.describe("evaluating (before training)")
             t0 = time.perf_counter()
             per_example = [evaluate()]
+            tracker.log_iteration(0, iteration_values(accuracy_of(per_example[0])))
             timings["eval"] += time.perf_counter() - t0
             step = 0
             for m, batches in enumerate(plan):
                 selector.new_iteration(m)
                 for b, batch in enumerate(batches):
-                    prompts = [ex.prompt for ex in batch]
+                    prompts = [ex.prompt for ex in batch]  # what the RMs read
+                    asked = [fmt.policy_prompt(ex) for ex in batch]  # what the policy is asked with
                     tasks = [task_of(ex) for ex in batch]
                     secs = dict.fromkeys(STEP_PARTS, 0.0)
                     bar.describe(f"iteration {m + 1}/{config.iterations}")
@@ -146,23 +122,25 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                     #    first and its prefill pass also yields the policy-state contexts)
                     t0 = time.perf_counter()
                     with PrefillCapture(model) if reuse_states else nullcontext() as capture:
-                        samples = sample_responses(model, tokenizer, prompts, n=config.n_responses,
+                        samples = sample_responses(model, tokenizer, asked, n=config.n_responses,
                                                    temperature=config.temperature, top_p=config.top_p,
-                                                   max_new_tokens=setup.max_new_tokens, stop=setup.stop,
+                                                   max_new_tokens=setup.max_new_tokens, stop=stop,
                                                    keep_stop=True, seed=derive_seed(config.seed, m, b))
                     # RMs and checkers read the answers; the DPO step trains on the samples as generated,
-                    # stop string included, so the policy keeps learning where its answers end
-                    responses = [[cut_at_stop(r, setup.stop) for r in rs] for rs in samples]
+                    # stop string (or the chat template's end of turn) included, so the policy keeps
+                    # learning where its answers end
+                    responses = [[cut_at_stop(r, stop) for r in rs] for rs in samples]
+                    trained = fmt.trained_batch(batch, samples)
                     secs["generate"] += time.perf_counter() - t0
 
                     # 2. choose the RM(s): the context (read from generation or encoded), then the bandit
-                    choices = choose_rms(selector, prompts, tasks, encoder, capture, secs)
+                    choices = choose_rms(selector, asked, tasks, encoder, capture, secs)
 
                     # 3. score with the needed RMs, then form pairs per prompt
                     t0 = time.perf_counter()
                     scores = score_responses(setup.registry, prompts, responses, choices,
                                              label=f"iteration {m}, batch {b}")
-                    results = [selector.pairs_for(i, prompts[i], samples[i], scores[i],
+                    results = [selector.pairs_for(i, asked[i], trained[i], scores[i],
                                                   config.pairs_per_prompt) for i in range(len(prompts))]
                     correct = correctness(batch, responses, setup.check)
                     secs["score"] += time.perf_counter() - t0
@@ -177,7 +155,8 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                         t0 = time.perf_counter()
                         counterfactual = diagnostics(setup.registry, setup.rm_names, prompts, responses,
                                                      scores, dpo.evaluate, config.pairs_per_prompt,
-                                                     label=f"{m}/{b}", samples=samples, correct=correct,
+                                                     label=f"{m}/{b}", samples=trained, asked=asked,
+                                                     correct=correct,
                                                      reward=get_bandit_reward(config.mab_reward))
                         secs["diagnostics"] += time.perf_counter() - t0
 
@@ -207,12 +186,14 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                         secs["select"] += time.perf_counter() - t0
                         group.update(step_numbers(result), skipped=False, feedback=feedback)
                         group_logs.append(group)
-                        all_pairs += [{**p, "iteration": m, "rm": label} for p in pairs]
+                        all_pairs += [{**p, "iteration": m, "rm": label} for i in idx
+                                      for p in fmt.exported(batch[i], results[i].pairs, trained[i], samples[i])]
 
                     # 5. log the step ("select" is the bandit's decision and update, "encode" its contexts)
                     event = step_event(m, b, step, batch, choices, results, group_logs, secs, correct,
                                        counterfactual)
                     run.append_event(event)
+                    tracker.log_step(step, step_values(event))
                     bar.advance(rm=event["rm"], loss=event["loss"])
                     step += 1
 
@@ -223,6 +204,7 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                 bar.describe(f"evaluating (after iteration {m + 1})")
                 t0 = time.perf_counter()
                 per_example.append(evaluate())
+                tracker.log_iteration(m + 1, iteration_values(accuracy_of(per_example[-1])))
                 timings["eval"] += time.perf_counter() - t0
 
         # the run's products, then the summary, then "complete" last
@@ -249,85 +231,3 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
         run.mark_failed(err)
         raise
     return RunSummary(run_dir=run.path, metrics=metrics)
-
-
-# =============================================================================== set-up
-def prepare(config: RunConfig, *, progress: bool = True, console: Console | None = None) -> Setup:
-    """Resolve the policy, data, RM registry and evaluation sets; every input error surfaces here."""
-    if config.model is not None:
-        model_source(config.model)  # a missing path fails now, before anything loads
-    world: Any = None
-    if config.model is None or config.data is None or config.rm_registry is None:
-        world = world_for(config, progress=progress)
-
-    # data
-    if config.data is not None:
-        train: list[ExampleLike] = list(load_examples(config.data, what="data file"))
-    else:
-        train = list(world.data["train"])
-    evaluation: dict[str, list[ExampleLike]] = {}
-    if config.eval_data is not None:
-        evaluation["eval"] = list(load_examples(config.eval_data, require_answers=True,
-                                                what="eval data file"))
-    elif config.data is None:
-        evaluation = {"dev": list(world.data["dev"]), "test": list(world.data["test"])}
-    elif console is not None:
-        console.print("[yellow]note:[/] no evaluation data (pass --eval-data FILE to track accuracy)")
-    if config.eval_size is not None:
-        evaluation = {split: cap_per_task(rows, config.eval_size) for split, rows in evaluation.items()}
-    if config.mab_reward == "gold" and any(ex.answer is None for ex in train):
-        raise LaserError("--mab-reward gold needs an \"answer\" on every training row; add answers or "
-                         "pick another reward")
-
-    # reward models
-    registry = load_registry(config, world)
-    names = list(registry.names)
-    rm_names = list(config.rms) if config.rms is not None else names
-    unknown = [n for n in rm_names if n not in names]
-    if unknown:
-        raise LaserError(f"unknown RM {', '.join(map(repr, unknown))}; valid names: {', '.join(names)}")
-    fixed = config.fixed_rm
-    if fixed is not None and fixed not in rm_names:
-        raise LaserError(f"--policy {config.policy}: RM {fixed!r} is not among the RMs in use; valid names: "
-                         f"{', '.join(rm_names)}")
-    load_rms(registry, rm_names, config.max_loaded_rms)
-    if config.policy == GOLD_RM:  # the answer checker ranks the samples: it reads every training label
-        registry.register(GOLD_RM, gold_rm(train, check_answer), replace=True)
-        rm_names = [*rm_names, GOLD_RM]
-    rm_for_task = config.rm_for_task
-    if rm_for_task is None and world is not None and config.data is None and config.rm_registry is None:
-        rm_for_task = {t: rm for t, rm in world.rm_for_task.items() if rm in rm_names} or None
-
-    # policy model
-    builtin_on_cpu = config.model is None and resolve_device(config.device) == "cpu"
-    threads = config.threads or (1 if builtin_on_cpu else torch.get_num_threads())
-    model_ref = config.model if config.model is not None else str(world.policy_path)
-    if config.lora and config.model is None:
-        check_lora_compatible(model_ref)
-    model, tokenizer = load_policy(model_ref, device=config.device, lora=config, seed=config.seed)
-
-    max_new = config.max_new_tokens or (world.max_new_tokens if world is not None and config.data is None
-                                        else USER_DATA_MAX_NEW_TOKENS)
-    stop = world.stop if world is not None and config.data is None else None
-    batches = config.batches_per_iteration or (WORLD_BATCHES_PER_ITERATION if config.data is None else None)
-    resolved = {"batches_per_iteration": batches, "model": model_ref,
-                "data": str(config.data) if config.data else "built-in train split",
-                "evaluation": {split: len(rows) for split, rows in evaluation.items()},
-                "rm_registry": str(config.rm_registry) if config.rm_registry else f"built-in ({config.ood})",
-                "rms": rm_names, "rm_for_task": rm_for_task, "max_new_tokens": max_new, "stop": stop,
-                "threads": threads,
-                "train_examples": len(train), "tasks": sorted(by_task(train)),
-                "world": None if world is None else str(world.path),
-                "labels": label_use(config, train_labelled=sum(ex.answer is not None for ex in train),
-                                    dev_per_task=config.dev_labels, tasks=len(by_task(train)))}
-    dev, probe = None, None
-    if label_kind(config) == "dev":  # a few labelled dev prompts per task, never the test split
-        with torch_threads(threads):
-            dev, probe, info = dev_inputs(config, dev_rows(config, world), model=model, tokenizer=tokenizer,
-                                          registry=registry, rm_names=rm_names, max_new_tokens=int(max_new),
-                                          stop=stop, check=check_answer)
-        resolved.update(info)
-    return Setup(model=model, tokenizer=tokenizer, train=train, evaluation=evaluation, registry=registry,
-                 rm_names=rm_names, rm_for_task=rm_for_task, max_new_tokens=int(max_new), stop=stop,
-                 check=check_answer, threads=threads, dev=dev, probe=probe, resolved=resolved)
-

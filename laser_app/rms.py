@@ -67,12 +67,14 @@ def score_responses(registry: RMRegistry, prompts: Sequence[str], responses: Seq
 def diagnostics(registry: RMRegistry, rm_names: Sequence[str], prompts: Sequence[str],
                 responses: Sequence[Sequence[str]], scores: list[dict[str, np.ndarray]],
                 evaluate: Callable[..., Any], max_pairs: int, *, label: str,
-                samples: Sequence[Sequence[str]] | None = None, reward: BanditReward | None = None,
+                samples: Sequence[Sequence[str]] | None = None, asked: Sequence[str] | None = None,
+                reward: BanditReward | None = None,
                 correct: list[list[bool]] | None = None) -> dict[str, dict[str, float | None]]:
     """Counterfactual diagnostics of one batch at the current policy: ``loss``, every RM's pairs' loss, and
     with ``reward``, ``reward``: the raw bandit reward each RM would have earned (``correct``: the
-    responses' correctness, for rewards that read it). Scores the RMs not yet scored on ``responses``; pairs
-    are built from ``samples``, the texts as trained on (default ``responses``)."""
+    responses' correctness, for rewards that read it). Scores the RMs not yet scored on ``responses`` to
+    ``prompts``; pairs are built from ``asked`` (the prompts as the policy is asked, default ``prompts``)
+    and ``samples`` (the texts as trained on, default ``responses``)."""
     from laser_adapters.bandit_rewards import StepInputs
     from laser_adapters.counterfactual import counterfactual_results, counterfactual_rewards
 
@@ -81,7 +83,8 @@ def diagnostics(registry: RMRegistry, rm_names: Sequence[str], prompts: Sequence
     full = [{**s, **e} for s, e in zip(scores, extra, strict=True)]
     by_rm = {n: [f[n] for f in full] for n in rm_names}
     trained = responses if samples is None else samples
-    results = counterfactual_results(list(zip(prompts, trained, strict=True)), by_rm, evaluate, max_pairs)
+    pair_prompts = prompts if asked is None else asked
+    results = counterfactual_results(list(zip(pair_prompts, trained, strict=True)), by_rm, evaluate, max_pairs)
     out: dict[str, dict[str, float | None]] = {"loss": {
         rm: float(r.loss) if r is not None and np.isfinite(r.loss) else None for rm, r in results.items()}}
     if reward is not None:

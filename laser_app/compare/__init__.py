@@ -120,8 +120,8 @@ DEFAULT_SEEDS = 3
 __all__ = [
     "ALIAS_HELP",
     "COMPARE_CSV",
-    "COMPARE_MD",
     "COMPARE_JSON",
+    "COMPARE_MD",
     "COMPARE_PNG",
     "CSV_FIELDS",
     "DEFAULT_BASELINES",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,9 @@ class Example:
     answer: str | None = None
     task: str = "default"
     solution: str | None = None
+    #: The prompt as a conversation of ``{"role", "content"}`` dicts for a chat template (``None``: plain text);
+    #: ``prompt`` then holds its plain-text rendering. Left out of ``hash`` (dicts are unhashable) and ``repr``.
+    messages: tuple[dict[str, str], ...] | None = field(default=None, hash=False, repr=False)
 
     @property
     def response(self) -> str:
@@ -280,7 +283,7 @@ def write_jsonl(examples: Iterable[Example], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
         for ex in examples:
-            row = {k: v for k, v in asdict(ex).items() if k != "solution" or v is not None}
+            row = {k: v for k, v in asdict(ex).items() if k not in ("solution", "messages") or v is not None}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
 

@@ -1,0 +1,146 @@
+"""A run's set-up: everything the LASeR loop works with, resolved from a :class:`~laser_app.config.RunConfig`
+before any run folder exists, so every input error surfaces here: the data and evaluation sets, the RM
+registry, the policy (and how it is asked: :class:`~laser_app.prompts.PromptFormat`), the answer checker and
+what a labelled-dev method reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from laser_adapters.methods import GOLD_RM
+from laser_app.config import RunConfig, answer_checker, check_lora_compatible
+from laser_app.data import ExampleLike, by_task, load_examples
+from laser_app.dev_labels import DevCounts, dev_inputs, dev_rows
+from laser_app.errors import LaserError
+from laser_app.evaluation import cap_per_task
+from laser_app.labels import gold_rm, label_kind, label_use
+from laser_app.policy import load_policy, model_source, resolve_device, torch_threads
+from laser_app.prompts import PromptFormat
+from laser_app.rms import load_registry, load_rms
+from laser_app.world import world_for
+from laser_app.world.tasks import check_answer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from laser_adapters.reward_models.registry import RMRegistry
+
+#: ``max_new_tokens`` for user data when the config does not set it.
+USER_DATA_MAX_NEW_TOKENS = 64
+#: Batches per iteration on the built-in world when the config does not set it (the compared setting).
+WORLD_BATCHES_PER_ITERATION = 100
+
+
+
+@dataclass
+class Setup:
+    """Everything the loop works with, resolved from the config before the run folder exists."""
+
+    model: Any
+    tokenizer: Any
+    train: list[ExampleLike]
+    evaluation: dict[str, list[ExampleLike]]
+    registry: RMRegistry
+    rm_names: list[str]
+    rm_for_task: dict[str, str] | None
+    max_new_tokens: int
+    stop: str | None
+    check: Callable[[str, str, str], bool]
+    threads: int
+    fmt: PromptFormat = field(default_factory=PromptFormat)
+    dev: DevCounts | None = None
+    probe: Callable[..., dict[int, float]] | None = None  # the dev-gold reward's probes (dev_inputs)
+    resolved: dict[str, Any] = field(default_factory=dict)
+
+
+
+def prepare(config: RunConfig, *, progress: bool = True, console: Console | None = None) -> Setup:
+    """Resolve the policy, data, RM registry and evaluation sets; every input error surfaces here."""
+    if config.model is not None:
+        model_source(config.model)  # a missing path fails now, before anything loads
+    world: Any = None
+    if config.model is None or config.data is None or config.rm_registry is None:
+        world = world_for(config, progress=progress)
+
+    # data
+    if config.data is not None:
+        train: list[ExampleLike] = list(load_examples(config.data, what="data file", **config.data_options))
+    else:
+        train = list(world.data["train"])
+    evaluation: dict[str, list[ExampleLike]] = {}
+    if config.eval_data is not None:
+        evaluation["eval"] = list(load_examples(config.eval_data, require_answers=True, what="eval data file",
+                                                **config.data_options))
+    elif config.data is None:
+        evaluation = {"dev": list(world.data["dev"]), "test": list(world.data["test"])}
+    elif console is not None:
+        console.print("[yellow]note:[/] no evaluation data (pass --eval-data FILE to track accuracy)")
+    if config.eval_size is not None:
+        evaluation = {split: cap_per_task(rows, config.eval_size) for split, rows in evaluation.items()}
+    if config.mab_reward == "gold" and any(ex.answer is None for ex in train):
+        raise LaserError("--mab-reward gold needs an \"answer\" on every training row; add answers or "
+                         "pick another reward")
+
+    # the built-in world's tasks have their own checker; the user's data is read by --answer-extractor
+    check: Callable[[str, str, str], bool] = check_answer if config.data is None else answer_checker(config)
+
+    # reward models
+    registry = load_registry(config, world)
+    names = list(registry.names)
+    rm_names = list(config.rms) if config.rms is not None else names
+    unknown = [n for n in rm_names if n not in names]
+    if unknown:
+        raise LaserError(f"unknown RM {', '.join(map(repr, unknown))}; valid names: {', '.join(names)}")
+    fixed = config.fixed_rm
+    if fixed is not None and fixed not in rm_names:
+        raise LaserError(f"--policy {config.policy}: RM {fixed!r} is not among the RMs in use; valid names: "
+                         f"{', '.join(rm_names)}")
+    load_rms(registry, rm_names, config.max_loaded_rms)
+    if config.policy == GOLD_RM:  # the answer checker ranks the samples: it reads every training label
+        registry.register(GOLD_RM, gold_rm(train, check), replace=True)
+        rm_names = [*rm_names, GOLD_RM]
+    rm_for_task = config.rm_for_task
+    if rm_for_task is None and world is not None and config.data is None and config.rm_registry is None:
+        rm_for_task = {t: rm for t, rm in world.rm_for_task.items() if rm in rm_names} or None
+
+    # policy model
+    builtin_on_cpu = config.model is None and resolve_device(config.device) == "cpu"
+    threads = config.threads or (1 if builtin_on_cpu else torch.get_num_threads())
+    model_ref = config.model if config.model is not None else str(world.policy_path)
+    if config.lora and config.model is None:
+        check_lora_compatible(model_ref)
+    model, tokenizer = load_policy(model_ref, device=config.device, lora=config, seed=config.seed)
+    fmt = PromptFormat.for_policy(tokenizer, config.chat_template)
+    if fmt.chat is not None:
+        fmt.chat.stop_generation_at_end_of_turn(model)
+
+    max_new = config.max_new_tokens or (world.max_new_tokens if world is not None and config.data is None
+                                        else USER_DATA_MAX_NEW_TOKENS)
+    stop = world.stop if world is not None and config.data is None else None
+    batches = config.batches_per_iteration or (WORLD_BATCHES_PER_ITERATION if config.data is None else None)
+    resolved = {"batches_per_iteration": batches, "model": model_ref,
+                "data": str(config.data) if config.data else "built-in train split",
+                "evaluation": {split: len(rows) for split, rows in evaluation.items()},
+                "rm_registry": str(config.rm_registry) if config.rm_registry else f"built-in ({config.ood})",
+                "rms": rm_names, "rm_for_task": rm_for_task, "max_new_tokens": max_new, "stop": stop,
+                "threads": threads, "chat_template": fmt.templated,
+                "train_examples": len(train), "tasks": sorted(by_task(train)),
+                "world": None if world is None else str(world.path),
+                "labels": label_use(config, train_labelled=sum(ex.answer is not None for ex in train),
+                                    dev_per_task=config.dev_labels, tasks=len(by_task(train)))}
+    dev, probe = None, None
+    if label_kind(config) == "dev":  # a few labelled dev prompts per task, never the test split
+        with torch_threads(threads):
+            dev, probe, info = dev_inputs(config, dev_rows(config, world), model=model, tokenizer=tokenizer,
+                                          registry=registry, rm_names=rm_names, max_new_tokens=int(max_new),
+                                          stop=fmt.stop(stop), check=check, ask=fmt.policy_prompt)
+        resolved.update(info)
+    return Setup(model=model, tokenizer=tokenizer, train=train, evaluation=evaluation, registry=registry,
+                 rm_names=rm_names, rm_for_task=rm_for_task, max_new_tokens=int(max_new), stop=stop,
+                 check=check, threads=threads, fmt=fmt, dev=dev, probe=probe, resolved=resolved)
+
