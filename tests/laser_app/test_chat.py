@@ -63,24 +63,30 @@ def test_generation_stops_at_the_end_of_turn(tmp_path: Path) -> None:
     assert model.generation_config.eos_token_id == [tok.convert_tokens_to_ids("<|im_end|>")]
 
 
-def test_laser_run_with_a_chat_model(tmp_path: Path) -> None:
+def test_laser_run_with_a_chat_model_on_conversational_data(tmp_path: Path) -> None:
     from laser_app.commands import app
 
     tiny = build_tiny_setup(tmp_path / "tiny")
     chat = tiny_chat_lm(tmp_path / "chat")
+    rows = [json.loads(line) for line in tiny["train"].read_text().splitlines()]
+    conversational = tmp_path / "chat.jsonl"  # TRL's "messages" rows: a system turn, then the user's
+    conversational.write_text("".join(json.dumps({
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": r["prompt"]}],
+        "answer": r["answer"], "task": r["task"]}) + "\n" for r in rows))
     out = tmp_path / "run"
     args = run_args(tiny, out, "--policy", "linucb", "--mab-reward", "dpo+nll")
     args[args.index("--model") + 1] = str(chat)
+    args[args.index("--data") + 1] = str(conversational)
     result = runner.invoke(app, args)
     assert result.exit_code == 0, (result.output, result.exception)
     assert json.loads((out / "resolved.json").read_text())["chat_template"] is True
     pairs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
     assert pairs, "no pair was trained on"
     for p in pairs:  # TRL's conversational preference format, no template text in it
-        assert p["prompt"][-1]["role"] == "user" and "<|im_start|>" not in p["prompt"][-1]["content"]
+        assert [m["role"] for m in p["prompt"]] == ["system", "user"] and p["prompt"][0]["content"] == "Be brief."
+        assert "<|im_start|>" not in p["prompt"][-1]["content"]
         assert [m["role"] for m in p["chosen"]] == ["assistant"] == [m["role"] for m in p["rejected"]]
-        assert "<|im_end|>" not in p["chosen"][0]["content"]
-    rows = [json.loads(line) for line in tiny["train"].read_text().splitlines()]
+        assert "<|im_end|>" not in p["chosen"][0]["content"] + p["rejected"][0]["content"]
     assert {p["prompt"][-1]["content"] for p in pairs} <= {r["prompt"] for r in rows}
 
     off = tmp_path / "off"
@@ -94,3 +100,30 @@ def test_laser_run_with_a_chat_model(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--chat-template on, but the policy's tokenizer has no chat template" in (
         result.stderr)
     assert not (tmp_path / "on").exists()
+
+
+def test_bad_own_data_inputs_get_one_line_and_write_nothing(tmp_path: Path) -> None:
+    from laser_app.commands import app
+
+    tiny = build_tiny_setup(tmp_path / "tiny")
+    no_user = tmp_path / "no_user.jsonl"
+    no_user.write_text(json.dumps({"messages": [{"role": "system", "content": "Be brief."}], "answer": "1"}) + "\n")
+    cases = [
+        (["--data", str(no_user)], '"messages" has no user turn; add a {"role": "user", "content": ...} message'),
+        (["--prompt-column", "question"], 'missing field "question" (fields present: answer, prompt, task)'),
+        (["--answer-pattern", r"Answer: \d+"], "has no capture group; wrap the answer in parentheses"),
+        (["--data", "surely-not-a-dataset-xyz:train"], "is neither a local file/folder nor a loadable hub dataset"),
+    ]
+    for i, (flags, message) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        args = run_args(tiny, out, "--policy", "random")
+        if "--data" in flags:  # replace the tiny setup's training data
+            at = args.index("--data")
+            args[at + 1] = flags[1]
+        else:
+            args += flags
+        result = runner.invoke(app, args, env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+        assert result.exit_code == 2, (flags, result.output)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and message in " ".join(result.stderr.split()), (flags, result.stderr)
+        assert not out.exists(), flags
