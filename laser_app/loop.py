@@ -180,7 +180,7 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                             pair_prompt=[i for i in idx for _ in results[i].pairs],
                             scores={i: dict(scores[i]) for i in idx} if "scores" in needs else None,
                             correct=correct if "correct" in needs else None,
-                            responses=responses if "responses" in needs else None,
+                            responses=setup.answers_of(batch, responses) if "responses" in needs else None,
                             loss_after=dpo.evaluate(pairs) if "loss_after" in needs else None, dev_probe=probe)
                         feedback = selector.feedback(label, idx, result, inputs)
                         secs["select"] += time.perf_counter() - t0

@@ -6,7 +6,7 @@ what a labelled-dev method reads.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +14,7 @@ import torch
 
 from laser_adapters.methods import GOLD_RM
 from laser_app.config import RunConfig, answer_checker, check_lora_compatible
-from laser_app.data import ExampleLike, by_task, load_examples
+from laser_app.data import ExampleLike, by_task, load_examples, task_of
 from laser_app.dev_labels import DevCounts, dev_inputs, dev_rows
 from laser_app.errors import LaserError
 from laser_app.evaluation import cap_per_task
@@ -57,6 +57,14 @@ class Setup:
     probe: Callable[..., dict[int, float]] | None = None  # the dev-gold reward's probes (dev_inputs)
     resolved: dict[str, Any] = field(default_factory=dict)
 
+    def answers_of(self, batch: Sequence[ExampleLike], responses: Sequence[Sequence[str]]) -> list[list[str]]:
+        """Each response's answer as the checker reads it, what self-consistency compares: the extracted
+        answer on the user's data (``--answer-extractor``; the response itself when none is found), the
+        response on the built-in world."""
+        extract = getattr(self.check, "extract", None)
+        if extract is None:
+            return [list(rs) for rs in responses]
+        return [[extract(task_of(ex), r, ex.answer) or r for r in rs] for ex, rs in zip(batch, responses, strict=True)]
 
 
 def prepare(config: RunConfig, *, progress: bool = True, console: Console | None = None) -> Setup:

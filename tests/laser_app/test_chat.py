@@ -127,3 +127,22 @@ def test_bad_own_data_inputs_get_one_line_and_write_nothing(tmp_path: Path) -> N
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and message in " ".join(result.stderr.split()), (flags, result.stderr)
         assert not out.exists(), flags
+
+
+def test_self_consistency_compares_the_extracted_answers_on_own_data() -> None:
+    from laser_adapters.bandit_rewards import answer_key
+    from laser_app.answers import AnswerChecker
+    from laser_app.run_setup import Setup
+    from laser_app.world.tasks import check_answer
+
+    def setup(check: object) -> Setup:
+        return Setup(model=None, tokenizer=None, train=[], evaluation={}, registry=None,  # type: ignore[arg-type]
+                     rm_names=[], rm_for_task=None, max_new_tokens=1, stop=None, check=check,  # type: ignore[arg-type]
+                     threads=1)
+
+    batch = [Example("Is 7 odd?", "yes", "yesno"), Example("2+2?", "4", "math")]
+    responses = [["Yes, 7 is odd.", "Yes.", "No, because 7 = 2*3+1."], ["The answer is 4.", "4", "It is five."]]
+    keyed = setup(AnswerChecker()).answers_of(batch, responses)
+    assert keyed == [["yes", "yes", "no"], ["4", "4", "It is five."]]  # no number in the last: the response
+    assert len({answer_key(r) for r in keyed[0]}) == 2  # "Yes, 7 is odd." and "Yes." now agree
+    assert setup(check_answer).answers_of(batch, responses) == responses  # the built-in world: as generated
