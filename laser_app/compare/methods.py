@@ -302,8 +302,10 @@ def pick_reference(methods: Sequence[Method], reference: str | None = None) -> s
 
 #: Stands for ``fixed:<rm>`` for each RM in use, in a preset's method list.
 EACH_RM = "fixed:*"
-#: LASeR rows of the evidence table: the paper's, then one change at a time (the shift, the scope, the reward).
-EVIDENCE_LASER = ("laser-paper", "laser-shift", "laser-percontext", "laser-consistency")
+#: LASeR rows of the evidence table: the paper's, then one change at a time (the shift; then the scope, the
+#: granularity or the reward).
+EVIDENCE_LASER = ("laser-paper", "laser-shift", "laser-percontext", "laser-instance", "laser-consistency",
+                  "laser-agreement")
 #: Methods of the evidence table that read labels (or estimate RM accuracy without them), by name; those
 #: that are neither a method of the table nor an alias when compare runs are left out.
 EVIDENCE_LABELLED = ("agree-estimate", "dev-pick", "prior-router", "laser-dev", "gold", "rejection-sft",

@@ -137,9 +137,9 @@ def test_presets_name_valid_methods_and_settings() -> None:
         assert set(preset.oods or ()) <= set(OOD_KINDS)
     evidence = get_preset("evidence")
     labels = [m.label for m in evidence.method_list(list(RMS))]
-    assert labels[:12] == ["sft", "fixed:rm-a", "fixed:rm-b", "fixed:rm-c", "random", "sequential",
+    assert labels[:14] == ["sft", "fixed:rm-a", "fixed:rm-b", "fixed:rm-c", "random", "sequential",
                            "ensemble-score", "ensemble-agree", "laser-paper", "laser-shift", "laser-percontext",
-                           "laser-consistency"]
+                           "laser-instance", "laser-consistency", "laser-agreement"]
     assert labels[-1] == "oracle" and "laser" not in labels  # every LASeR row names its reward
     assert all(METHOD_ALIASES[m].get("mab_reward") for m in labels if m.startswith("laser-"))
     assert (evidence.seeds, evidence.world_seeds, evidence.oods) == (3, (0, 1), None)  # None: every ood kind
