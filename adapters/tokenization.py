@@ -25,13 +25,15 @@ def char_tokenizer(alphabet: str = DEFAULT_ALPHABET, *, padding_side: str = "lef
     [1, 5, 6, 4, 5]
     >>> tok.decode(tok("ab a")["input_ids"], skip_special_tokens=True)
     'ab a'
+    >>> len(char_tokenizer()("a\\n\\nb")["input_ids"])  # BOS + one token per character, newlines included
+    5
     """
     chars = sorted(set(alphabet))
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for ch in chars:
         vocab.setdefault(ch, len(vocab))
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")  # newlines too
     backend.decoder = decoders.Fuse()
     if add_bos:
         backend.post_processor = processors.TemplateProcessing(

@@ -32,10 +32,10 @@ from laser_app.batching import derive_seed
 from laser_app.config import RunConfig
 from laser_app.data import ExampleLike, task_of
 from laser_app.errors import LaserError
-from laser_app.evaluation import token_f1
 from laser_app.events import BON_PARTS
 from laser_app.policy import torch_threads
 from laser_app.progress import stderr_console, step_bar
+from laser_app.qa_metrics import token_f1
 from laser_app.report import summarize_bon
 from laser_app.rms import score_responses
 from laser_app.run_dir import RunDir, default_out

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from laser_app.data import ExampleLike, task_of
-
-_TOKEN = re.compile(r"\w+")
 
 
 def cap_per_task(rows: Sequence[ExampleLike], n: int) -> list[ExampleLike]:
@@ -70,19 +66,3 @@ def accuracy_of(per_example: PerExample) -> dict[str, dict[str, float]]:
         acc["mean"] = float(np.mean(list(acc.values()))) if acc else float("nan")
         out[split] = acc
     return out
-
-
-def token_f1(prediction: str, reference: str) -> float:
-    """SQuAD-style token F1 between two strings (lower-cased word tokens; 1.0 when both are empty).
-
-    >>> token_f1("the cat sat", "The cat"), token_f1("", ""), token_f1("dog", "cat")
-    (0.8, 1.0, 0.0)
-    """
-    pred, ref = _TOKEN.findall(prediction.lower()), _TOKEN.findall(reference.lower())
-    if not pred or not ref:
-        return float(pred == ref)
-    common = sum((Counter(pred) & Counter(ref)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
