@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,9 +33,10 @@ from laser_app.config import RunConfig
 from laser_app.data import ExampleLike, task_of
 from laser_app.errors import LaserError
 from laser_app.events import BON_PARTS
+from laser_app.longbench import MAX_NEW_TOKENS, LongExample, load_longbench, truncate_examples, truncated_counts
 from laser_app.policy import torch_threads
 from laser_app.progress import stderr_console, step_bar
-from laser_app.qa_metrics import token_f1
+from laser_app.qa_metrics import exact_match, exact_match_prediction, score_prediction, token_f1
 from laser_app.report import summarize_bon
 from laser_app.rms import score_responses
 from laser_app.run_dir import RunDir, default_out
@@ -76,16 +77,24 @@ def bon_config(config: RunConfig, rows: Sequence[ExampleLike]) -> RunConfig:
     return config.model_copy(update={"mab_reward": reward, "granularity": granularity})
 
 
-def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None = None) -> BonSummary:
+def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None = None,
+            longbench: Path | None = None, datasets: Sequence[str] | None = None) -> BonSummary:
     """Answer the evaluation prompts best-of-n with the RM the selector picks; write a run folder.
 
-    The prompts are the built-in test split (or ``--data``, whose rows need an ``answer`` for accuracy).
+    The prompts are the built-in test split, ``--data`` (whose rows need an ``answer`` for accuracy), or a
+    LongBench JSONL file (``longbench``, optionally only ``datasets``): prompts built per dataset, cut in the
+    middle to fit the policy's window, scored by LongBench's metrics (F1 and EM per dataset).
     """
     t_start = time.perf_counter()
     _check_reward(config.mab_reward, allowed=(*BON_REWARDS, "auto"))  # before anything loads
     console = console or stderr_console()
-    setup = prepare(config.model_copy(update={"mab_reward": "nll"}), progress=progress, console=console)
-    rows: list[ExampleLike] = list(setup.train if config.data is not None else setup.evaluation["test"])
+    long_rows = None if longbench is None else load_longbench(longbench, datasets=datasets)
+    setup = prepare(config.model_copy(update={"mab_reward": "nll"}), progress=progress, console=console,
+                    rows=long_rows)
+    if long_rows is not None:
+        long_rows = fit_window(setup, long_rows, config)
+    rows: list[ExampleLike] = list(setup.train if config.data is not None or long_rows is not None
+                                   else setup.evaluation["test"])
     if config.mab_reward == "gold" and any(ex.answer is None for ex in rows):
         raise LaserError("--mab-reward gold needs an \"answer\" on every row; add answers or use nll")
     given, config = config, bon_config(config, rows)
@@ -148,7 +157,7 @@ def _bon_batch(b: int, batch: Sequence[ExampleLike], config: RunConfig, setup: S
     answers = [None if ex.answer is None else str(ex.answer) for ex in batch]
     correct = [None if a is None else bool(setup.check(t, r, a)) for t, r, a in zip(tasks, best, answers,
                                                                                     strict=True)]
-    f1 = [None if a is None else token_f1(r, a) for r, a in zip(best, answers, strict=True)]
+    f1, em = zip(*[answer_scores(ex, r) for ex, r in zip(batch, best, strict=True)], strict=True)
     sample_correct = [None if a is None else [bool(setup.check(t, r, a)) for r in rs]
                       for t, rs, a in zip(tasks, responses, answers, strict=True)]
     samples_right = [None if c is None else float(np.mean(c)) for c in sample_correct]
@@ -171,6 +180,36 @@ def _bon_batch(b: int, batch: Sequence[ExampleLike], config: RunConfig, setup: S
     ensemble = selector.name if selector.name.startswith("ensemble") else None
     return {"batch": b, "tasks": tasks, "rms": [ensemble or r for r in routed],
             "rm": ensemble or Counter(routed).most_common(1)[0][0],
-            "correct": correct, "f1": f1, "sample_accuracy": samples_right, "nll": nlls.tolist(),
+            "correct": correct, "f1": list(f1), "em": list(em), "sample_accuracy": samples_right, "nll": nlls.tolist(),
             "mean_nll": float(nlls.mean()), "answers": best, "feedback": feedback,
             "seconds": {k: round(v, 6) for k, v in secs.items()}}
+
+
+def answer_scores(example: ExampleLike, answer: str) -> tuple[float | None, float | None]:
+    """Token F1 and exact match of ``answer``: LongBench's metric for a LongBench example (the best over its
+    references; the first line only on few-shot datasets), else against the row's ``answer``; ``None``
+    without a reference."""
+    if isinstance(example, LongExample):
+        return (score_prediction(example.dataset, answer, example.answers, example.all_classes),
+                exact_match_prediction(example.dataset, answer, example.answers))
+    if example.answer is None:
+        return None, None
+    return token_f1(answer, str(example.answer)), exact_match(answer, str(example.answer))
+
+
+def fit_window(setup: Setup, rows: Sequence[LongExample], config: RunConfig) -> list[LongExample]:
+    """LongBench's prompts cut in the middle to fit the policy's window with room for the answer (the
+    datasets' own answer lengths unless ``--max-new-tokens`` is given); the counts go to ``resolved.json``."""
+    if config.max_new_tokens is None:
+        setup.max_new_tokens = max(MAX_NEW_TOKENS.get(ex.dataset, setup.max_new_tokens) for ex in rows)
+    window = getattr(setup.model.config, "max_position_embeddings", None) or 2048
+    overhead = len(setup.tokenizer(setup.fmt.policy_prompt(replace(rows[0], prompt="")))["input_ids"])
+    room = window - setup.max_new_tokens - overhead
+    if room < 16:
+        raise LaserError(f"the policy's window ({window} tokens) leaves {room} for a LongBench prompt after "
+                         f"{setup.max_new_tokens} answer tokens; lower --max-new-tokens or use a longer-context model")
+    fitted, cut = truncate_examples(setup.tokenizer, rows, room)
+    setup.resolved["longbench"] = {"prompts": len(fitted), "max_prompt_tokens": room,
+                                   "truncated": truncated_counts(fitted, cut)}
+    setup.train = list(fitted)
+    return fitted

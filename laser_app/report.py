@@ -321,11 +321,13 @@ def summarize_bon(events: Sequence[Mapping[str, Any]], *, rm_names: Sequence[str
     """
     flat = [(t, rm, c, f, s) for e in events for t, rm, c, f, s in zip(
         e["tasks"], e["rms"], e["correct"], e["f1"], e["sample_accuracy"], strict=True)]
+    ems = [(t, m) for e in events for t, m in zip(e["tasks"], e.get("em") or [None] * len(e["tasks"]), strict=True)]
     tasks = sorted({t for t, *_ in flat})
     accuracy = {t: _mean_of([c for tt, _, c, _, _ in flat if tt == t]) for t in tasks}
     f1 = {t: _mean_of([f for tt, _, _, f, _ in flat if tt == t]) for t in tasks}
+    em = {t: _mean_of([m for tt, m in ems if tt == t]) for t in tasks}
     sampled = {t: _mean_of([s for tt, _, _, _, s in flat if tt == t]) for t in tasks}
-    for table in (accuracy, f1, sampled):
+    for table in (accuracy, f1, em, sampled):
         table["mean"] = _mean_of([table[t] for t in tasks])
     tail = flat[int(len(flat) * (1 - TAIL_SHARE)):]
     shares: dict[str, dict[str, float]] = {}
@@ -344,18 +346,20 @@ def summarize_bon(events: Sequence[Mapping[str, Any]], *, rm_names: Sequence[str
             for k in BON_PARTS}
     per_prompt = sum(secs.values())
     return {"mode": "best-of-n", "policy": policy, "rms": list(rm_names), "n_responses": n_responses,
-            "prompts": len(flat), "tasks": tasks, "accuracy": accuracy, "f1": f1, "sample_accuracy": sampled,
+            "prompts": len(flat), "tasks": tasks, "accuracy": accuracy, "f1": f1, "em": em,
+            "sample_accuracy": sampled,
             "choice_share_tail": shares, "in_domain_share": in_domain, "lock_in": lock_in,
             "timings": {"total": round(seconds, 3), **{k: round(v, 3) for k, v in secs.items()},
                         "bandit_share": (secs["encode"] + secs["select"]) / per_prompt if per_prompt else None}}
 
 
 def render_bon(metrics: Mapping[str, Any], console: Console) -> None:
-    """Print a best-of-n run's summary: accuracy, F1 and the samples' accuracy per task; RM shares."""
+    """Print a best-of-n run's summary: accuracy, F1, exact match and the samples' accuracy per task (a
+    LongBench dataset is a task); RM shares."""
     from rich.table import Table
 
     table = Table(title=f"best-of-{metrics['n_responses']} with {metrics['policy']}")
-    for col in ("task", "accuracy", "token F1", "a random sample", "in-domain RM (last half)"):
+    for col in ("task", "accuracy", "token F1", "exact match", "a random sample", "in-domain RM (last half)"):
         table.add_column(col, justify="left" if col == "task" else "right")
     in_domain = (metrics.get("in_domain_share") or {}).get("per_task", {})
     for t in [*metrics["tasks"], "mean"]:
@@ -363,7 +367,7 @@ def render_bon(metrics: Mapping[str, Any], console: Console) -> None:
             return "-" if x is None else f"{100 * x:.1f}%"
         share = in_domain.get(t) if t != "mean" else (metrics.get("in_domain_share") or {}).get("mean")
         table.add_row(t, pct(metrics["accuracy"].get(t)), pct(metrics["f1"].get(t)),
-                      pct(metrics["sample_accuracy"].get(t)), pct(share))
+                      pct(metrics.get("em", {}).get(t)), pct(metrics["sample_accuracy"].get(t)), pct(share))
     console.print(table)
     locked = (metrics.get("lock_in") or {}).get("locked")
     if locked:

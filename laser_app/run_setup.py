@@ -67,26 +67,31 @@ class Setup:
         return [[extract(task_of(ex), r, ex.answer) or r for r in rs] for ex, rs in zip(batch, responses, strict=True)]
 
 
-def prepare(config: RunConfig, *, progress: bool = True, console: Console | None = None) -> Setup:
-    """Resolve the policy, data, RM registry and evaluation sets; every input error surfaces here."""
+def prepare(config: RunConfig, *, progress: bool = True, console: Console | None = None,
+            rows: Sequence[ExampleLike] | None = None) -> Setup:
+    """Resolve the policy, data, RM registry and evaluation sets; every input error surfaces here.
+    ``rows``: prompts read by the caller (e.g. LongBench's), used as the user's ``--data``."""
     if config.model is not None:
         model_source(config.model)  # a missing path fails now, before anything loads
+    own = config.data is not None or rows is not None  # the user's data, not the built-in world's
     world: Any = None
-    if config.model is None or config.data is None or config.rm_registry is None:
+    if config.model is None or not own or config.rm_registry is None:
         world = world_for(config, progress=progress)
 
     # data
-    if config.data is not None:
-        train: list[ExampleLike] = list(load_examples(config.data, what="data file", **config.data_options))
+    if rows is not None:
+        train: list[ExampleLike] = list(rows)
+    elif config.data is not None:
+        train = list(load_examples(config.data, what="data file", **config.data_options))
     else:
         train = list(world.data["train"])
     evaluation: dict[str, list[ExampleLike]] = {}
     if config.eval_data is not None:
         evaluation["eval"] = list(load_examples(config.eval_data, require_answers=True, what="eval data file",
                                                 **config.data_options))
-    elif config.data is None:
+    elif not own:
         evaluation = {"dev": list(world.data["dev"]), "test": list(world.data["test"])}
-    elif console is not None:
+    elif console is not None and rows is None:
         console.print("[yellow]note:[/] no evaluation data (pass --eval-data FILE to track accuracy)")
     if config.eval_size is not None:
         evaluation = {split: cap_per_task(rows, config.eval_size) for split, rows in evaluation.items()}
@@ -95,7 +100,7 @@ def prepare(config: RunConfig, *, progress: bool = True, console: Console | None
                          "pick another reward")
 
     # the built-in world's tasks have their own checker; the user's data is read by --answer-extractor
-    check: Callable[[str, str, str], bool] = check_answer if config.data is None else answer_checker(config)
+    check: Callable[[str, str, str], bool] = answer_checker(config) if own else check_answer
 
     # reward models
     registry = load_registry(config, world)
@@ -113,7 +118,7 @@ def prepare(config: RunConfig, *, progress: bool = True, console: Console | None
         registry.register(GOLD_RM, gold_rm(train, check), replace=True)
         rm_names = [*rm_names, GOLD_RM]
     rm_for_task = config.rm_for_task
-    if rm_for_task is None and world is not None and config.data is None and config.rm_registry is None:
+    if rm_for_task is None and world is not None and not own and config.rm_registry is None:
         rm_for_task = {t: rm for t, rm in world.rm_for_task.items() if rm in rm_names} or None
 
     # policy model
@@ -127,13 +132,14 @@ def prepare(config: RunConfig, *, progress: bool = True, console: Console | None
     if fmt.chat is not None:
         fmt.chat.stop_generation_at_end_of_turn(model)
 
-    max_new = config.max_new_tokens or (world.max_new_tokens if world is not None and config.data is None
+    max_new = config.max_new_tokens or (world.max_new_tokens if world is not None and not own
                                         else USER_DATA_MAX_NEW_TOKENS)
-    stop = world.stop if world is not None and config.data is None else None
-    batches = config.batches_per_iteration or (WORLD_BATCHES_PER_ITERATION if config.data is None else None)
+    stop = world.stop if world is not None and not own else None
+    batches = config.batches_per_iteration or (WORLD_BATCHES_PER_ITERATION if not own else None)
     resolved = {"batches_per_iteration": batches, "model": model_ref,
-                "data": str(config.data) if config.data else "built-in train split",
-                "evaluation": {split: len(rows) for split, rows in evaluation.items()},
+                "data": (str(config.data) if config.data else "given prompts" if rows is not None
+                         else "built-in train split"),
+                "evaluation": {split: len(examples) for split, examples in evaluation.items()},
                 "rm_registry": str(config.rm_registry) if config.rm_registry else f"built-in ({config.ood})",
                 "rms": rm_names, "rm_for_task": rm_for_task, "max_new_tokens": max_new, "stop": stop,
                 "threads": threads, "chat_template": fmt.templated,

@@ -40,6 +40,13 @@ def bon(
         rich_help_panel=RUN, show_default=False)] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Set any config field: --set ridge=0.5.",
                                                    rich_help_panel=RUN, show_default=False)] = None,
+    longbench: Annotated[Path | None, typer.Option(help=(
+        "LongBench JSONL (input, context, answers, dataset, ...) to answer: prompts built per dataset, cut in "
+        "the middle to fit the policy's window, scored by LongBench's F1 and exact match per dataset."),
+        rich_help_panel=RUN, show_default=False)] = None,
+    datasets: Annotated[str | None, typer.Option(help=(
+        "With --longbench: only these datasets, comma-separated (e.g. hotpotqa,trec)."),
+        rich_help_panel=RUN, show_default=False)] = None,
     **settings: Any,
 ) -> None:
     """Answer prompts best-of-n: per prompt the selector picks an RM and the RM picks the best sample."""
@@ -52,6 +59,7 @@ def bon(
     from laser_app.report import render_bon
 
     hf_logging.disable_progress_bar()
-    summary = run_bon(cfg, progress=progress, console=Console(stderr=True))
+    names = None if datasets is None else [d.strip() for d in datasets.split(",") if d.strip()]
+    summary = run_bon(cfg, progress=progress, console=Console(stderr=True), longbench=longbench, datasets=names)
     render_bon(summary.metrics, Console())
     typer.echo(f"run folder: {summary.run_dir}")

@@ -169,3 +169,41 @@ def test_truncate_examples_and_counts() -> None:
     assert truncated_counts(items, flags) == {"musique": 0, "trec": 1}
     with pytest.raises(ValueError, match=r"examples and flags differ in length \(3 vs 2\)"):
         truncated_counts(items, flags[:2])
+
+
+def test_laser_bon_on_longbench_files_end_to_end(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from laser_app.commands import app
+    from tests.laser_app.tiny_setup import build_tiny_setup
+
+    tiny = build_tiny_setup(tmp_path / "tiny")
+    facts = " ".join(f"Fact {i}: Ada lives in city {i}." for i in range(40))  # longer than the tiny window
+    rows = [{"_id": f"h{i}", "dataset": "hotpotqa", "context": facts, "input": f"Where is fact {i}?",
+             "answers": [f"city {i}", f"in city {i}"], "length": 400, "language": "en", "all_classes": None}
+            for i in range(3)]
+    rows += [{"_id": "t0", "dataset": "trec", "context": "Q: Who? Type: Human", "input": "What is 2+2?",
+              "answers": ["Number"], "length": 10, "language": "en", "all_classes": ["Human", "Number"]}]
+    path = write_rows(tmp_path, rows)
+    out = tmp_path / "bon"
+    args = ["bon", "--model", str(tiny["policy"]), "--rm-registry", str(tiny["registry"]), "--longbench",
+            str(path), "--policy", "linucb", "--n-responses", "3", "--max-new-tokens", "6", "--context", "hash",
+            "--batch-size", "2", "--out", str(out), "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    resolved = json.loads((out / "resolved.json").read_text())
+    assert resolved["longbench"]["truncated"] == {"hotpotqa": 3, "trec": 0}  # 256 positions - 6 new tokens
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tasks"] == ["hotpotqa", "trec"] and metrics["prompts"] == 4
+    for key in ("f1", "em"):
+        assert set(metrics[key]) == {"hotpotqa", "trec", "mean"}
+        assert all(0 <= v <= 1 for v in metrics[key].values())
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert sum(len(e["em"]) for e in events) == 4
+    assert "exact match" in result.stdout
+
+    bad = write_rows(tmp_path, [{**rows[0], "dataset": "nosuchset"}], name="bad.jsonl")
+    result = CliRunner().invoke(app, [*args[:6], str(bad), *args[7:-3], "--out", str(tmp_path / "bad"),
+                                      "--no-progress"])
+    assert result.exit_code == 2 and "nosuchset" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists()
