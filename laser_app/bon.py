@@ -158,6 +158,9 @@ def _bon_batch(b: int, batch: Sequence[ExampleLike], config: RunConfig, setup: S
     correct = [None if a is None else bool(setup.check(t, r, a)) for t, r, a in zip(tasks, best, answers,
                                                                                     strict=True)]
     f1, em = zip(*[answer_scores(ex, r) for ex, r in zip(batch, best, strict=True)], strict=True)
+    # pass@n: the best F1 among the n samples, what an oracle picking among them would reach
+    sample_f1 = [[answer_scores(ex, r)[0] for r in rs] for ex, rs in zip(batch, responses, strict=True)]
+    best_of_samples = [max(kept) if (kept := [f for f in fs if f is not None]) else None for fs in sample_f1]
     sample_correct = [None if a is None else [bool(setup.check(t, r, a)) for r in rs]
                       for t, rs, a in zip(tasks, responses, answers, strict=True)]
     samples_right = [None if c is None else float(np.mean(c)) for c in sample_correct]
@@ -180,7 +183,9 @@ def _bon_batch(b: int, batch: Sequence[ExampleLike], config: RunConfig, setup: S
     ensemble = selector.name if selector.name.startswith("ensemble") else None
     return {"batch": b, "tasks": tasks, "rms": [ensemble or r for r in routed],
             "rm": ensemble or Counter(routed).most_common(1)[0][0],
-            "correct": correct, "f1": list(f1), "em": list(em), "sample_accuracy": samples_right, "nll": nlls.tolist(),
+            "correct": correct, "f1": list(f1), "em": list(em), "oracle_f1": best_of_samples,
+            "rm_passes": [len(c) * config.n_responses for c in choices],  # responses scored, per prompt
+            "sample_accuracy": samples_right, "nll": nlls.tolist(),
             "mean_nll": float(nlls.mean()), "answers": best, "feedback": feedback,
             "seconds": {k: round(v, 6) for k, v in secs.items()}}
 

@@ -321,13 +321,18 @@ def summarize_bon(events: Sequence[Mapping[str, Any]], *, rm_names: Sequence[str
     """
     flat = [(t, rm, c, f, s) for e in events for t, rm, c, f, s in zip(
         e["tasks"], e["rms"], e["correct"], e["f1"], e["sample_accuracy"], strict=True)]
-    ems = [(t, m) for e in events for t, m in zip(e["tasks"], e.get("em") or [None] * len(e["tasks"]), strict=True)]
+    def logged(key: str) -> list[tuple[str, Any]]:  # (task, value) over every prompt; None where not logged
+        return [(t, v) for e in events for t, v in zip(e["tasks"], e.get(key) or [None] * len(e["tasks"]),
+                                                       strict=True)]
+
+    ems, passes, oracle = logged("em"), logged("rm_passes"), logged("oracle_f1")
     tasks = sorted({t for t, *_ in flat})
     accuracy = {t: _mean_of([c for tt, _, c, _, _ in flat if tt == t]) for t in tasks}
     f1 = {t: _mean_of([f for tt, _, _, f, _ in flat if tt == t]) for t in tasks}
     em = {t: _mean_of([m for tt, m in ems if tt == t]) for t in tasks}
+    oracle_f1 = {t: _mean_of([m for tt, m in oracle if tt == t]) for t in tasks}
     sampled = {t: _mean_of([s for tt, _, _, _, s in flat if tt == t]) for t in tasks}
-    for table in (accuracy, f1, em, sampled):
+    for table in (accuracy, f1, em, oracle_f1, sampled):
         table["mean"] = _mean_of([table[t] for t in tasks])
     tail = flat[int(len(flat) * (1 - TAIL_SHARE)):]
     shares: dict[str, dict[str, float]] = {}
@@ -347,6 +352,7 @@ def summarize_bon(events: Sequence[Mapping[str, Any]], *, rm_names: Sequence[str
     per_prompt = sum(secs.values())
     return {"mode": "best-of-n", "policy": policy, "rms": list(rm_names), "n_responses": n_responses,
             "prompts": len(flat), "tasks": tasks, "accuracy": accuracy, "f1": f1, "em": em,
+            "oracle_f1": oracle_f1, "rm_passes_per_prompt": _mean_of([m for _, m in passes]),
             "sample_accuracy": sampled,
             "choice_share_tail": shares, "in_domain_share": in_domain, "lock_in": lock_in,
             "timings": {"total": round(seconds, 3), **{k: round(v, 3) for k, v in secs.items()},
@@ -375,3 +381,7 @@ def render_bon(metrics: Mapping[str, Any], console: Console) -> None:
     share = metrics["timings"].get("bandit_share")
     console.print(f"{metrics['prompts']} prompts in {metrics['timings']['total']:.1f} s; the bandit's share "
                   f"of the per-prompt work: {'-' if share is None else f'{100 * share:.1f}%'}")
+    passes, oracle = metrics.get("rm_passes_per_prompt"), (metrics.get("oracle_f1") or {}).get("mean")
+    if passes is not None:
+        console.print(f"RM forward passes per prompt: {passes:.1f}; the best of the samples (pass@n) would "
+                      f"reach token F1 {'-' if oracle is None else f'{100 * oracle:.1f}%'}")

@@ -200,6 +200,9 @@ def test_laser_bon_on_longbench_files_end_to_end(tmp_path: Path) -> None:
         assert all(0 <= v <= 1 for v in metrics[key].values())
     events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
     assert sum(len(e["em"]) for e in events) == 4
+    # pass@n bounds the chosen answer's F1; one RM scores the 3 samples of each prompt
+    assert all(o >= f for e in events for o, f in zip(e["oracle_f1"], e["f1"], strict=True))
+    assert metrics["rm_passes_per_prompt"] == 3.0 and metrics["oracle_f1"]["mean"] >= metrics["f1"]["mean"]
     assert "exact match" in result.stdout
 
     bad = write_rows(tmp_path, [{**rows[0], "dataset": "nosuchset"}], name="bad.jsonl")
