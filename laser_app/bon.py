@@ -87,10 +87,11 @@ def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None
     """
     t_start = time.perf_counter()
     _check_reward(config.mab_reward, allowed=(*BON_REWARDS, "auto"))  # before anything loads
+    RunDir.check_creatable(config.out or default_out(f"bon-{config.policy}"), overwrite=config.overwrite)
     console = console or stderr_console()
     long_rows = None if longbench is None else load_longbench(longbench, datasets=datasets)
     setup = prepare(config.model_copy(update={"mab_reward": "nll"}), progress=progress, console=console,
-                    rows=long_rows)
+                    rows=long_rows, training=False)
     if long_rows is not None:
         long_rows = fit_window(setup, long_rows, config)
     rows: list[ExampleLike] = list(setup.train if config.data is not None or long_rows is not None

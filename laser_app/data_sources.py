@@ -93,8 +93,29 @@ def parse_hub_spec(text: str) -> tuple[str, str | None, str | None] | None:
     return name, rest[0] or None, rest[1] or None
 
 
+def check_utf8(path: Path, *, what: str = "data file") -> None:
+    """Raise a :class:`DataError` naming the line when ``path`` is not UTF-8 text.
+
+    >>> import tempfile
+    >>> bad = Path(tempfile.mkdtemp()) / "d.jsonl"
+    >>> _ = bad.write_bytes(b'{"prompt": "ok"}\\n{"prompt": "caf\\xe9"}\\n')
+    >>> check_utf8(bad)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    laser_app.errors.DataError: data file ... line 2: not UTF-8 text (byte 0xe9); save the file as UTF-8
+    """
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise DataError(f"{what} {path} line {line}: not UTF-8 text (byte 0x{data[err.start]:02x}); save the file "
+                        "as UTF-8") from None
+
+
 def read_json_lines(path: Path, *, what: str = "data file") -> Table:
     """One JSON object per non-blank line, numbered by line; bad JSON names the line and column."""
+    check_utf8(path, what=what)
 
     def rows() -> Iterator[Row]:
         with path.open(encoding="utf-8") as fh:
@@ -120,6 +141,8 @@ def _as_object(obj: Any, where: str) -> dict[str, Any]:
 
 def _read_file(path: Path, what: str) -> Table:
     suffix = path.suffix.lower()
+    if suffix in (".json", ".csv"):
+        check_utf8(path, what=what)
     if suffix == ".json":
         return _read_json(path, what)
     if suffix == ".csv":

@@ -70,6 +70,7 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
     t_start = time.perf_counter()
     console = console or stderr_console()
     check_report_to(config.report_to)  # a missing tracker package fails before any model loads
+    RunDir.check_creatable(config.out or default_out(config.policy), overwrite=config.overwrite)
     setup = prepare(config, progress=progress, console=console)
     given = config  # written to config.json as asked ("auto" stays auto); the resolved values go to resolved.json
     config = resolve_mab_reward(config)

@@ -76,11 +76,22 @@ def load_policy(ref: str, *, device: str = "cpu", lora: RunConfig | None = None,
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` becomes cuda, mps or cpu, whichever is available."""
-    if device != "auto":
-        return device
+    """``auto`` becomes cuda, mps or cpu, whichever is available; a device this machine lacks is a
+    :class:`LaserError`.
+
+    >>> resolve_device("cpu")
+    'cpu'
+    """
     import torch
 
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LaserError(f"--device {device}: this torch build sees no CUDA GPU; use --device cpu (or auto), or "
+                         "install a CUDA build of torch on a machine with a GPU")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) is not None
+                                and torch.backends.mps.is_available()):
+        raise LaserError("--device mps: MPS is not available here; use --device cpu (or auto)")
+    if device != "auto":
+        return device
     if torch.cuda.is_available():
         return "cuda"
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

@@ -24,12 +24,19 @@ def load_registry(config: RunConfig, world: Any) -> RMRegistry:
     from laser_adapters.reward_models.registry import RMRegistry
 
     if not config.rm_registry.is_file():
-        raise LaserError(f"RM registry {config.rm_registry} does not exist; pass a TOML or YAML file with a "
+        what = "is a folder" if config.rm_registry.is_dir() else "does not exist"
+        raise LaserError(f"RM registry {config.rm_registry} {what}; pass a TOML or YAML file with a "
                          "table `rms` keyed by name")
     try:
-        return RMRegistry.from_file(config.rm_registry)
+        registry = RMRegistry.from_file(config.rm_registry)
     except (ValueError, TypeError, KeyError) as err:  # pydantic's ValidationError is a ValueError
-        raise LaserError(f"RM registry {config.rm_registry}: {err}") from err
+        message = str(err).removeprefix(f"invalid RM registry {config.rm_registry}:")
+        detail = "; ".join(line.strip() for line in message.splitlines() if line.strip())
+        raise LaserError(f"RM registry {config.rm_registry}: {detail}") from err
+    if not registry.names:
+        raise LaserError(f"RM registry {config.rm_registry} defines no reward models; add a table per RM, e.g. "
+                         "[rms.my-rm] with kind and model (docs/reward_models.md)")
+    return registry
 
 
 def load_rms(registry: RMRegistry, names: Sequence[str], max_loaded: int | None) -> None:

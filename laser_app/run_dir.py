@@ -168,6 +168,20 @@ class RunDir:
         folder is never touched.
         """
         path = Path(path)
+        cls.check_creatable(path, overwrite=overwrite)
+        if path.is_dir() and any(path.iterdir()):
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path)
+        run._write_status("running", started=_now(), pid=os.getpid())
+        return run
+
+    @staticmethod
+    def check_creatable(path: str | Path, *, overwrite: bool = False) -> None:
+        """Raise :class:`RunDirError` unless a run folder can be made at ``path``: not a file, not a foreign
+        or (without ``overwrite``) existing run folder, and its first existing ancestor a folder this process
+        can write in. Cheap, so commands call it before loading any model."""
+        path = Path(path)
         if path.exists() and not path.is_dir():
             raise RunDirError(f"--out {path} exists and is not a folder; choose another --out")
         if path.is_dir() and any(path.iterdir()):
@@ -178,11 +192,16 @@ class RunDir:
                 state = _state_of(path)
                 raise RunDirError(f"run folder {path} already exists (state: {state}); pass --overwrite to "
                                   "replace it or choose another --out")
-            shutil.rmtree(path)
-        path.mkdir(parents=True, exist_ok=True)
-        run = cls(path)
-        run._write_status("running", started=_now(), pid=os.getpid())
-        return run
+        ancestor = path.absolute()
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise RunDirError(f"--out {path}: {ancestor} is a file, not a folder; choose another --out")
+        try:  # the one reliable test of writability (permissions, read-only mounts, /proc)
+            tempfile.TemporaryDirectory(dir=ancestor).cleanup()
+        except OSError as err:
+            raise RunDirError(f"--out {path}: cannot create folders in {ancestor} ({err.strerror or err}); "
+                              "choose another --out") from None
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:

@@ -68,9 +68,11 @@ class Setup:
 
 
 def prepare(config: RunConfig, *, progress: bool = True, console: Console | None = None,
-            rows: Sequence[ExampleLike] | None = None) -> Setup:
+            rows: Sequence[ExampleLike] | None = None, training: bool = True) -> Setup:
     """Resolve the policy, data, RM registry and evaluation sets; every input error surfaces here.
-    ``rows``: prompts read by the caller (e.g. LongBench's), used as the user's ``--data``."""
+    ``rows``: prompts read by the caller (e.g. LongBench's), used as the user's ``--data``; ``training``:
+    False for best-of-n answering, which evaluates its own prompts."""
+    resolve_device(config.device)  # a device this machine lacks fails before anything loads
     if config.model is not None:
         model_source(config.model)  # a missing path fails now, before anything loads
     own = config.data is not None or rows is not None  # the user's data, not the built-in world's
@@ -91,7 +93,7 @@ def prepare(config: RunConfig, *, progress: bool = True, console: Console | None
                                                 **config.data_options))
     elif not own:
         evaluation = {"dev": list(world.data["dev"]), "test": list(world.data["test"])}
-    elif console is not None and rows is None:
+    elif console is not None and training:
         console.print("[yellow]note:[/] no evaluation data (pass --eval-data FILE to track accuracy)")
     if config.eval_size is not None:
         evaluation = {split: cap_per_task(rows, config.eval_size) for split, rows in evaluation.items()}

@@ -1,0 +1,92 @@
+"""Bad input to ``laser run``: one clear line on stderr, exit code 2, and nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from laser_app.commands import app
+from tests.laser_app.tiny_setup import build_tiny_setup, run_args
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return build_tiny_setup(tmp_path_factory.mktemp("tiny"))
+
+
+def _case(name: str, tmp: Path, tiny: dict[str, Path]) -> tuple[list[str], str, Path]:
+    """(extra arguments, expected message, where --out points) for one bad input."""
+    out = tmp / "out"
+    if name == "non-utf8 data":
+        bad = tmp / "latin1.jsonl"
+        bad.write_bytes(b'{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n')
+        return ["--data", str(bad)], f"data file {bad} line 2: not UTF-8 text (byte 0xe9); save the file as UTF-8", out
+    if name == "registry without RMs":
+        empty = tmp / "empty.toml"
+        empty.write_text("[rms]\n")
+        return ["--rm-registry", str(empty)], f"RM registry {empty} defines no reward models", out
+    if name == "registry with a bad kind":
+        bad = tmp / "kind.toml"
+        bad.write_text('[rms.x]\nkind = "nope"\n')
+        return ["--rm-registry", str(bad)], f"RM registry {bad}: x.kind: Input should be", out
+    if name == "registry is a folder":
+        return ["--rm-registry", str(tmp)], f"RM registry {tmp} is a folder; pass a TOML or YAML file", out
+    if name == "config is a folder":
+        return ["--config", str(tmp)], f"config file {tmp} is a folder; pass a TOML, YAML or JSON file", out
+    if name == "out under a file":
+        (tmp / "afile").write_text("x")
+        return [], f"--out {tmp / 'afile' / 'run'}: {tmp / 'afile'} is a file, not a folder", tmp / "afile" / "run"
+    if name == "cuda without cuda":
+        return ["--device", "cuda"], "--device cuda: this torch build sees no CUDA GPU; use --device cpu", out
+    raise AssertionError(name)
+
+
+CASES = ["non-utf8 data", "registry without RMs", "registry with a bad kind", "registry is a folder",
+         "config is a folder", "out under a file", "cuda without cuda"]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bad_input_is_one_line_and_writes_nothing(name: str, tiny: dict[str, Path], tmp_path: Path) -> None:
+    if name == "cuda without cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    extra, message, out = _case(name, tmp_path, tiny)
+    args = run_args(tiny, out, "--policy", "random")
+    for flag in ("--data", "--rm-registry"):  # a case's own file replaces the tiny setup's
+        if flag in extra:
+            at = args.index(flag)
+            del args[at:at + 2]
+    result = runner.invoke(app, [*args, *extra])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not out.exists()
+
+
+def test_out_in_a_folder_without_write_permission(tiny: dict[str, Path], tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        probe = locked / "probe"
+        try:
+            probe.mkdir()
+        except PermissionError:
+            pass
+        else:  # running as root: permissions do not stop us, so neither can the check
+            probe.rmdir()
+            pytest.skip("this user can write in a read-only folder (root); /proc below stands in")
+        result = runner.invoke(app, run_args(tiny, locked / "run", "--policy", "random"))
+        assert result.exit_code == 2 and f"--out {locked / 'run'}: cannot create folders in {locked}" in result.stderr
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc on this system")
+def test_out_under_proc_fails_before_loading_anything(tiny: dict[str, Path]) -> None:
+    result = runner.invoke(app, run_args(tiny, Path("/proc/laser-run"), "--policy", "random"))
+    assert result.exit_code == 2 and "--out /proc/laser-run: cannot create folders in /proc" in result.stderr
