@@ -412,7 +412,19 @@ class _LinearArms(BasePolicy):
             value = np.asarray(state[key])
             if value.shape != shape:
                 raise ValueError(f"state[{key!r}] has shape {value.shape}, expected {shape}")
+            if key != "counts" and not np.all(np.isfinite(value)):
+                raise ValueError(f"state[{key!r}] holds NaN or inf: the saved state is corrupt")
             arrays[key] = value
+        for key in ("A", "A_inv"):  # each arm's design matrix and its inverse: symmetric positive definite
+            m = arrays[key].astype(np.float64)  # (up to the rounding a float32 state accumulates)
+            scale = np.abs(m).max(axis=(1, 2), keepdims=True) + 1e-300
+            eig = np.linalg.eigvalsh((m + np.swapaxes(m, 1, 2)) / 2)
+            if np.any(np.abs(m - np.swapaxes(m, 1, 2)) > 1e-3 * scale) or np.any(
+                    eig[:, 0] <= -1e-4 * np.abs(eig[:, -1])):
+                raise ValueError(f"state[{key!r}] is not symmetric positive definite for every arm: the saved "
+                                 "state is corrupt")
+        if np.any(arrays["counts"] < 0):
+            raise ValueError("state['counts'] holds a negative count: the saved state is corrupt")
         self._blocks = np.empty((k, d + 1, d), dtype=self._float)
         self._blocks[:, :d, :] = arrays["A_inv"]
         self._blocks[:, d, :] = arrays["theta"]
