@@ -29,6 +29,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -272,18 +273,23 @@ class RunDir:
             fh.write(line + "\n")
 
     def events(self) -> list[dict[str, Any]]:
-        """All step records so far (a torn last line of a killed run is ignored)."""
+        """All step records so far. A torn last line (a run killed mid-write) is dropped with a warning; a
+        damaged line before the last is a :class:`RunDirError` naming it."""
         path = self.path / EVENTS
         if not path.is_file():
             return []
+        lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(),
+                                                    start=1) if line.strip()]
         out = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
+        for i, (n, line) in enumerate(lines):
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
-                break
+                if i + 1 < len(lines):
+                    raise RunDirError(f"{path} line {n} is not valid JSON, and more steps follow it: the run "
+                                      "folder is damaged; rerun it (--overwrite)") from None
+                warnings.warn(f"{path}: dropped its torn last line {n} (a run stopped mid-write)", RuntimeWarning,
+                              stacklevel=2)
         return out
 
     def write_metrics(self, metrics: Mapping[str, Any]) -> None:

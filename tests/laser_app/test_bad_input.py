@@ -90,3 +90,27 @@ def test_out_in_a_folder_without_write_permission(tiny: dict[str, Path], tmp_pat
 def test_out_under_proc_fails_before_loading_anything(tiny: dict[str, Path]) -> None:
     result = runner.invoke(app, run_args(tiny, Path("/proc/laser-run"), "--policy", "random"))
     assert result.exit_code == 2 and "--out /proc/laser-run: cannot create folders in /proc" in result.stderr
+
+
+def test_events_with_a_torn_line(tmp_path: Path) -> None:
+    import json
+    import warnings
+
+    from laser_app.errors import RunDirError
+    from laser_app.run_dir import RunDir
+
+    run = RunDir.create(tmp_path / "run")
+    for step in range(3):
+        run.append_event({"step": step})
+    events = run.path / "events.jsonl"
+    text = events.read_text()
+    events.write_text(text + '{"step": 3, "lo')  # killed mid-write: the last line is torn
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert [e["step"] for e in run.events()] == [0, 1, 2]
+    assert any("dropped its torn last line 4" in str(w.message) for w in caught)
+    lines = text.splitlines()
+    events.write_text("\n".join([lines[0], lines[1][:5], lines[2]]) + "\n")  # damaged before the end
+    with pytest.raises(RunDirError, match=r"events.jsonl line 2 is not valid JSON, and more steps follow it"):
+        run.events()
+    assert json.loads(lines[2]) == {"step": 2}
