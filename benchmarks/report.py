@@ -137,6 +137,9 @@ def plot_against_exploration(cases: Sequence[Case], metric: str, path: Path, tit
             if ref is not None:
                 ax.axhline(ref, color=colors[mode], linestyle=":", linewidth=1)
         ax.set_xscale("symlog", linthresh=0.01)
+        values = sorted({float(c["value"]) for c in cases if c["policy"] == policy and c["value"] is not None})
+        if values:  # no empty negative half of the symlog axis
+            ax.set_xlim(-0.003 if values[0] == 0 else values[0] / 1.5, values[-1] * 1.5)
         ax.set_xlabel(setting)
         ax.set_title(policy)
         ax.grid(alpha=0.3)
