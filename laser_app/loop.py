@@ -84,13 +84,13 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
     dpo = DPOStep(model, tokenizer, optimizer,
                   DPOLoss(beta=config.beta, nll_weight=config.nll_weight,
                           label_smoothing=config.label_smoothing, dpo_weight=config.dpo_weight),
-                  reference="adapter" if config.lora else "copy", max_length=config.max_length)
+                  reference="adapter" if config.lora else "copy", max_length=config.max_length,
+                  append_eos=not setup.fmt.templated)  # a templated reply ends with the template's end of turn
     batch_rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
     plan = [make_batches(setup.train, config.batch_size, homogeneous=config.batching == "homogeneous",
                          rng=batch_rng, limit=setup.resolved["batches_per_iteration"])
             for _ in range(config.iterations)]
     fmt, stop = setup.fmt, setup.fmt.stop(setup.stop)
-    dpo.append_eos = not fmt.templated  # a templated reply ends with the template's end of turn
     evaluate = functools.partial(evaluate_examples, model, tokenizer, setup.evaluation, greedy=greedy_answers,
                                  check=setup.check, max_new_tokens=setup.max_new_tokens, stop=stop,
                                  batch_size=config.eval_batch_size, prompt_of=fmt.policy_prompt)
