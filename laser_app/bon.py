@@ -123,8 +123,8 @@ def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None
                                 seconds=time.perf_counter() - t_start)
         run.write_metrics(metrics)
         run.mark_complete()
-    except BaseException as err:
-        run.mark_failed(err)
+    except BaseException as err:  # Ctrl-C and termination signals mark it interrupted, anything else failed
+        run.mark_stopped(err)
         raise
     return BonSummary(run_dir=run.path, metrics=metrics)
 

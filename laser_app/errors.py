@@ -29,3 +29,8 @@ class ModelLoadError(LaserError):
 
 class RunDirError(LaserError):
     """A run folder that cannot be created, or read as a finished run."""
+
+
+class Terminated(KeyboardInterrupt):
+    """A termination signal (SIGTERM) turned into an interrupt, so a run stops the way Ctrl-C stops it: its
+    folder marked ``interrupted``, one line, exit code 143."""

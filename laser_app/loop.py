@@ -228,7 +228,7 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                           "no preference pair (all responses tied or identical); they were skipped and the "
                           "bandit was not updated")
         run.mark_complete()
-    except BaseException as err:
-        run.mark_failed(err)
+    except BaseException as err:  # Ctrl-C and termination signals mark it interrupted, anything else failed
+        run.mark_stopped(err)
         raise
     return RunSummary(run_dir=run.path, metrics=metrics)

@@ -250,7 +250,7 @@ def report_run(path: str | Path, console: Console, *, partial: bool = False,
     """
     run = RunDir.open(path)
     status = run.status()
-    state = status["state"]
+    state = run.state()  # a running run whose process is gone reads as crashed
     metrics = run.metrics()
     if run.resolved().get("mode") == "best-of-n":
         return _report_bon(run, state, metrics, console, partial=partial)

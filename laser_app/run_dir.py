@@ -46,7 +46,7 @@ EVENTS = "events.jsonl"
 METRICS = "metrics.json"
 PAIRS = "pairs.jsonl"
 BANDIT = "bandit"
-STATES = ("running", "complete", "failed")
+STATES = ("running", "complete", "failed", "interrupted")
 
 
 def _now() -> str:
@@ -189,10 +189,14 @@ class RunDir:
             if not (path / STATUS).is_file():
                 raise RunDirError(f"--out {path} is a non-empty folder that is not a run folder; "
                                   "choose another --out")
+            state = _state_of(path)
             if not overwrite:
-                state = _state_of(path)
                 raise RunDirError(f"run folder {path} already exists (state: {state}); pass --overwrite to "
                                   "replace it or choose another --out")
+            pid = RunDir(path).status().get("pid") if state == "running" else None
+            if state == "running" and pid != os.getpid():
+                raise RunDirError(f"run folder {path} belongs to a run that is still running (pid {pid}); stop "
+                                  "it first or choose another --out")
         ancestor = path.absolute()
         while not ancestor.exists():
             ancestor = ancestor.parent
@@ -222,6 +226,15 @@ class RunDir:
             raise RunDirError(f"{self.path / STATUS} is not a valid status file: {status!r}")
         return status
 
+    def state(self) -> str:
+        """The run's state: ``status.json``'s, except that a ``running`` run whose process is gone (killed,
+        out of memory, machine restarted) reads as ``crashed``."""
+        status = self.status()
+        state = str(status["state"])
+        if state == "running" and not _alive(status.get("pid")):
+            return "crashed"
+        return state
+
     def _write_status(self, state: str, **info: Any) -> None:
         write_json_atomic(self.path / STATUS, {"state": state, **info})
 
@@ -230,6 +243,18 @@ class RunDir:
         started = self.status().get("started")
         self._write_status("complete", started=started, finished=_now(),
                            seconds=round(time.monotonic() - self._started, 3), **info)
+
+    def mark_stopped(self, error: BaseException) -> None:
+        """Mark the run ``interrupted`` (Ctrl-C or a termination signal) or ``failed`` (any other error)."""
+        if isinstance(error, KeyboardInterrupt):
+            try:
+                started = self.status().get("started")
+            except RunDirError:
+                started = None
+            self._write_status("interrupted", started=started, finished=_now(),
+                               error=str(error) or type(error).__name__)
+        else:
+            self.mark_failed(error)
 
     def mark_failed(self, error: BaseException | str) -> None:
         """Mark the run failed with the error that stopped it."""
@@ -312,9 +337,22 @@ class RunDir:
 
 def _state_of(path: Path) -> str:
     try:
-        return str(RunDir(path).status().get("state"))
+        return RunDir(path).state()
     except RunDirError:
         return "unknown"
+
+
+def _alive(pid: Any) -> bool:
+    """Whether process ``pid`` still runs (``True`` when unknown: never call a live run crashed)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def default_out(policy: str, root: str | Path = "runs") -> Path:

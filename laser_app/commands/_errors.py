@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -11,12 +13,14 @@ import typer
 from pydantic import ValidationError
 
 from laser_app.config import format_validation_error
-from laser_app.errors import LaserError
+from laser_app.errors import LaserError, Terminated
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Exit code for input the user must fix (click uses 2 for usage errors too).
 USER_ERROR_EXIT = 2
+#: Exit codes of a command stopped by Ctrl-C (SIGINT) and by SIGTERM (128 + the signal number).
+INTERRUPTED_EXIT, TERMINATED_EXIT = 130, 143
 
 # The adapters' errors that are the user's to fix, looked up only once their modules are loaded, so that
 # handling an error never imports torch.
@@ -49,10 +53,16 @@ def user_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        previous = _terminate_as_interrupt()
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
+        except KeyboardInterrupt as err:  # the run folder, if one was started, is marked interrupted
+            terminated = isinstance(err, Terminated)
+            typer.echo(f"laser: {'terminated' if terminated else 'interrupted'}; a run folder it started is "
+                       "marked interrupted (rerun it with --overwrite)", err=True)
+            raise typer.Exit(code=TERMINATED_EXIT if terminated else INTERRUPTED_EXIT) from None
         except Exception as err:
             lines = user_error_lines(err)
             if lines is None:
@@ -60,5 +70,19 @@ def user_errors(fn: F) -> F:
             for line in lines:
                 typer.echo(f"error: {line}", err=True)
             raise typer.Exit(code=USER_ERROR_EXIT) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _terminate_as_interrupt() -> Any:
+    """Make SIGTERM raise :class:`Terminated` while a command runs (main thread only); the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, handler)

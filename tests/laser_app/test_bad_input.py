@@ -114,3 +114,58 @@ def test_events_with_a_torn_line(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match=r"events.jsonl line 2 is not valid JSON, and more steps follow it"):
         run.events()
     assert json.loads(lines[2]) == {"step": 2}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code", "word"), [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_a_signal_stops_a_run_with_one_line_and_marks_it_interrupted(tiny: dict[str, Path], tmp_path: Path,
+                                                                    sig: str, code: int, word: str) -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    args = run_args(tiny, out, "--policy", "random")
+    args[args.index("--iterations") + 1] = "200"  # long enough to be stopped mid-way
+    proc = subprocess.Popen([sys.executable, "-m", "laser_app.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "events.jsonl").is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(getattr(signal, sig))
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr
+    assert f"laser: {word}; a run folder it started is marked interrupted" in stderr
+    assert "Traceback" not in stderr
+    assert json.loads((out / "status.json").read_text())["state"] == "interrupted"
+    from laser_app.run_dir import RunDir
+
+    assert RunDir(out).state() == "interrupted"
+
+
+def test_a_running_status_whose_process_is_gone_reads_as_crashed(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from laser_app.errors import RunDirError
+    from laser_app.run_dir import RunDir
+
+    run = RunDir.create(tmp_path / "run")
+    run.append_event({"step": 0})
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    status = json.loads((run.path / "status.json").read_text())
+    (run.path / "status.json").write_text(json.dumps({**status, "pid": int(gone.stdout)}))
+    assert RunDir(run.path).state() == "crashed"
+    with pytest.raises(RunDirError, match=r"already exists \(state: crashed\); pass --overwrite"):
+        RunDir.check_creatable(run.path)
+    RunDir.check_creatable(run.path, overwrite=True)  # a crashed run may be replaced
+    (run.path / "status.json").write_text(json.dumps({**status, "pid": os.getppid()}))  # alive, not us
+    assert RunDir(run.path).state() == "running"
+    with pytest.raises(RunDirError, match=r"belongs to a run that is still running \(pid \d+\); stop it first"):
+        RunDir.check_creatable(run.path, overwrite=True)
