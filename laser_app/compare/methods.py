@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from laser_adapters.bandit_rewards import get_bandit_reward
 from laser_adapters.methods import METHODS, get_method
 from laser_adapters.methods import method_names as method_table_names
 from laser_app.config import RunConfig, parse_value
@@ -274,12 +275,17 @@ def parse_methods(text: str | Sequence[str]) -> list[Method]:
 
 
 def default_methods(rm_names: Sequence[str]) -> list[Method]:
-    """sft, each single RM, the baselines and every LASeR alias.
+    """sft, each single RM, the baselines and every LASeR alias but those reading dev labels (like dev-pick and
+    prior-router, they are in the ``evidence`` preset: the default list runs without labelled dev prompts).
 
     >>> [m.label for m in default_methods(["rm-a", "rm-b"])][:4]
     ['sft', 'fixed:rm-a', 'fixed:rm-b', 'random']
+    >>> "laser-dev" in [m.label for m in default_methods(["rm-a"])]
+    False
     """
-    names = [SFT, *(f"fixed:{rm}" for rm in rm_names), *DEFAULT_BASELINES, *METHOD_ALIASES]
+    aliases = [a for a, settings in METHOD_ALIASES.items()
+               if get_bandit_reward(settings.get("mab_reward", "dpo+nll")).labels != "dev"]
+    names = [SFT, *(f"fixed:{rm}" for rm in rm_names), *DEFAULT_BASELINES, *aliases]
     return [parse_method(n) for n in names]
 
 
