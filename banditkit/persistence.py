@@ -82,7 +82,12 @@ def load(path: str | os.PathLike[str]) -> BasePolicy:
     if not isinstance(state.get("policy"), str):
         raise ValueError(f"corrupt saved policy: the state at {path} names no policy class")
     # Through the named class, which may override from_state_dict (wrappers do).
-    return policy_class(state["policy"]).from_state_dict(state)
+    klass = policy_class(state["policy"])
+    try:
+        return klass.from_state_dict(state)
+    except (TypeError, KeyError, AttributeError, IndexError) as err:  # fields that do not fit the class
+        raise ValueError(f"corrupt saved policy: the state at {path} does not fit {klass.__name__} "
+                         f"({type(err).__name__}: {err})") from None
 
 
 def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -44,3 +44,19 @@ def test_damaged_arrays_are_refused(tmp_path: Path, make: object, key: str, dama
     target[key] = value
     with pytest.raises(ValueError, match=message):
         type(policy).from_state_dict(bad)
+
+
+@pytest.mark.parametrize("edit", ["relabel", "unknown hyperparameter"])
+def test_a_state_that_does_not_fit_its_class_is_a_value_error(tmp_path: Path, edit: str) -> None:
+    import json
+
+    banditkit.save(LinUCB(3, 4, seed=0), tmp_path / "p")
+    state_file = tmp_path / "p" / "state.json"
+    document = json.loads(state_file.read_text())
+    if edit == "relabel":  # a LinUCB state named as another policy class
+        document["state"]["policy"] = "EXP3"
+    else:
+        document["state"]["hyperparams"]["dtyp "] = "float64"
+    state_file.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=r"corrupt saved policy: the state at .* does not fit"):
+        banditkit.load(tmp_path / "p")

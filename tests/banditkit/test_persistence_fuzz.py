@@ -36,7 +36,7 @@ def _load_cleanly(path: Path) -> None:
         return
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(which=st.sampled_from(["json", "npz"]), data=st.binary(max_size=600))
 def test_random_bytes_in_place_of_a_file(which: str, data: bytes) -> None:
     with tempfile.TemporaryDirectory() as d:
@@ -46,7 +46,7 @@ def test_random_bytes_in_place_of_a_file(which: str, data: bytes) -> None:
         _load_cleanly(path)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(which=st.sampled_from(["json", "npz"]), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)),
                                                               min_size=1, max_size=4))
 def test_mutated_valid_files(which: str, flips: list[tuple[float, int]]) -> None:
