@@ -21,7 +21,6 @@ import json
 import os
 import secrets
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -115,8 +114,8 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         with np.load(array_file, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"corrupt saved policy: cannot read {array_file} ({err})") from None
+    except Exception as err:  # a damaged zip raises many kinds (BadZipFile, zlib errors, NotImplementedError, ...)
+        raise ValueError(f"corrupt saved policy: cannot read {array_file} ({type(err).__name__}: {err})") from None
     state = _decode(document.get("state"), arrays, "state")
     if not isinstance(state, dict):
         raise ValueError(f"corrupt saved policy: {state_file} holds no state dict")
