@@ -29,6 +29,9 @@ def model_source(ref: str) -> tuple[str, str | None]:
     path = Path(ref).expanduser()
     if path.exists():
         if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise ModelLoadError(f"model folder {ref} has no config.json, so it is not a saved model; pass a "
+                                     "folder written by save_pretrained, a .gguf file or a hub id")
             return str(path), None
         if path.suffix.lower() == ".gguf":
             return str(path.parent), path.name

@@ -260,8 +260,10 @@ def report_run(path: str | Path, console: Console, *, partial: bool = False,
         if not partial:
             raise RunDirError(f"run {run.path} is not complete (state: {state}{why}); pass --partial to "
                               "report what it holds")
-        console.print(f"[bold yellow]INCOMPLETE run[/] (state: {state}{why}); numbers cover only the steps "
-                      "it logged")
+        from rich.markup import escape  # an error message may hold "[...]", which is not markup
+
+        console.print(f"[bold yellow]INCOMPLETE run[/] (state: {state}{escape(why)}); numbers cover only the "
+                      "steps it logged")
         title = "INCOMPLETE: "
         events = run.events()
         if not events:

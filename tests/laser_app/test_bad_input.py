@@ -169,3 +169,27 @@ def test_a_running_status_whose_process_is_gone_reads_as_crashed(tmp_path: Path)
     assert RunDir(run.path).state() == "running"
     with pytest.raises(RunDirError, match=r"belongs to a run that is still running \(pid \d+\); stop it first"):
         RunDir.check_creatable(run.path, overwrite=True)
+
+
+def test_partial_report_of_a_failed_run_shows_its_error_text(tiny: dict[str, Path], tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "run"
+    assert runner.invoke(app, run_args(tiny, out, "--policy", "random")).exit_code == 0
+    status = json.loads((out / "status.json").read_text())
+    (out / "status.json").write_text(json.dumps({**status, "state": "failed",
+                                                 "error": "ValueError: scores [nan, 0.5] are not finite"}))
+    result = runner.invoke(app, ["report", str(out), "--partial"])
+    assert result.exit_code == 0, result.output
+    assert "scores [nan, 0.5] are not finite" in " ".join(result.output.split())  # not eaten as markup
+
+
+def test_a_folder_that_is_not_a_model(tiny: dict[str, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "notamodel"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("x")
+    args = run_args(tiny, tmp_path / "out", "--policy", "random")
+    args[args.index("--model") + 1] = str(folder)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert f"model folder {folder} has no config.json, so it is not a saved model" in result.stderr
