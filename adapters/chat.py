@@ -75,13 +75,20 @@ class ChatFormat:
     def reply(self, messages: Messages, content: str) -> str:
         """What the template writes after the generation prompt for an assistant turn holding ``content``:
         the content as the template renders it, then its end of turn."""
+        return self.replies(messages, [content])[0]
+
+    def replies(self, messages: Messages, contents: Sequence[str]) -> list[str]:
+        """:meth:`reply` for each of several contents to one conversation (its prompt rendered once)."""
         asked = self._render(messages, generation_prompt=True)
-        full = self._render([*messages, {"role": "assistant", "content": content}], generation_prompt=False)
-        if not full.startswith(asked):
-            raise ValueError("the chat template renders an assistant turn that does not start with its own "
-                             "generation prompt, so replies cannot be trained as generated; use --chat-template "
-                             "off")
-        return full[len(asked):]
+        out = []
+        for content in contents:
+            full = self._render([*messages, {"role": "assistant", "content": content}], generation_prompt=False)
+            if not full.startswith(asked):
+                raise ValueError("the chat template renders an assistant turn that does not start with its own "
+                                 "generation prompt, so replies cannot be trained as generated; use "
+                                 "--chat-template off")
+            out.append(full[len(asked):])
+        return out
 
     def end_of_turn(self, messages: Messages = ({"role": "user", "content": "x"},)) -> str:
         """The text the template puts after a reply's content (e.g. ``'<|im_end|>\\n'``)."""

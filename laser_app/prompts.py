@@ -87,4 +87,7 @@ class PromptFormat:
 
     def trained_batch(self, batch: Sequence[ExampleLike], samples: Sequence[Sequence[str]]) -> list[list[str]]:
         """:meth:`trained` for every sample of every prompt of a batch."""
-        return [[self.trained(ex, s) for s in rs] for ex, rs in zip(batch, samples, strict=True)]
+        if self.chat is None:
+            return [list(rs) for rs in samples]
+        chat = self.chat
+        return [chat.replies(conversation_of(ex), rs) for ex, rs in zip(batch, samples, strict=True)]
