@@ -92,10 +92,8 @@ def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None
     long_rows = None if longbench is None else load_longbench(longbench, datasets=datasets)
     setup = prepare(config.model_copy(update={"mab_reward": "nll"}), progress=progress, console=console,
                     rows=long_rows, training=False)
-    if long_rows is not None:
-        long_rows = fit_window(setup, long_rows, config)
-    rows: list[ExampleLike] = list(setup.train if config.data is not None or long_rows is not None
-                                   else setup.evaluation["test"])
+    rows: list[ExampleLike] = (list(fit_window(setup, long_rows, config)) if long_rows is not None
+                               else list(setup.train if config.data is not None else setup.evaluation["test"]))
     if config.mab_reward == "gold" and any(ex.answer is None for ex in rows):
         raise LaserError("--mab-reward gold needs an \"answer\" on every row; add answers or use nll")
     given, config = config, bon_config(config, rows)
@@ -217,5 +215,4 @@ def fit_window(setup: Setup, rows: Sequence[LongExample], config: RunConfig) -> 
     fitted, cut = truncate_examples(setup.tokenizer, rows, room)
     setup.resolved["longbench"] = {"prompts": len(fitted), "max_prompt_tokens": room,
                                    "truncated": truncated_counts(fitted, cut)}
-    setup.train = list(fitted)
     return fitted
