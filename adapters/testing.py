@@ -42,19 +42,28 @@ def chat_tokenizer() -> Any:
     return tok
 
 
-def tiny_chat_lm(path: str | Path, *, hidden: int = 32, layers: int = 1, seed: int = 0) -> Path:
-    """Save a tiny Llama chat model (:func:`chat_tokenizer`; generation ends at ``<|im_end|>``) into ``path``."""
-    torch.manual_seed(seed)
-    tok = chat_tokenizer()
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
-    model.generation_config.eos_token_id = tok.eos_token_id
+def _llama_config(tok: Any, hidden: int, layers: int, **extra: Any) -> LlamaConfig:
+    """The tiny Llama shape every model here shares, sized to ``tok``'s vocabulary and special tokens."""
+    return LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=256, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                       pad_token_id=tok.pad_token_id, **extra)
+
+
+def _save(model: Any, tok: Any, path: str | Path) -> Path:
     path = Path(path)
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def tiny_chat_lm(path: str | Path, *, hidden: int = 32, layers: int = 1, seed: int = 0) -> Path:
+    """Save a tiny Llama chat model (:func:`chat_tokenizer`; generation ends at ``<|im_end|>``) into ``path``."""
+    torch.manual_seed(seed)
+    tok = chat_tokenizer()
+    model = LlamaForCausalLM(_llama_config(tok, hidden, layers))
+    model.generation_config.eos_token_id = tok.eos_token_id
+    return _save(model, tok, path)
 
 
 def tiny_causal_lm(path: str | Path, *, arch: str = "llama", hidden: int = 32, layers: int = 2,
@@ -62,35 +71,23 @@ def tiny_causal_lm(path: str | Path, *, arch: str = "llama", hidden: int = 32, l
     """Save a tiny causal LM (``llama`` or ``gpt2``) with a character tokenizer into ``path``."""
     torch.manual_seed(seed)
     tok = char_tokenizer()
-    common = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                  pad_token_id=tok.pad_token_id)
     if arch == "llama":
-        model = LlamaForCausalLM(LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden,
-                                             num_hidden_layers=layers, num_attention_heads=4,
-                                             num_key_value_heads=2, max_position_embeddings=256, **common))
+        model: Any = LlamaForCausalLM(_llama_config(tok, hidden, layers))
     elif arch == "gpt2":
         model = GPT2LMHeadModel(GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=256,
-                                           **common))
+                                           vocab_size=len(tok), bos_token_id=tok.bos_token_id,
+                                           eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
     else:
         raise ValueError(f"arch must be 'llama' or 'gpt2', got {arch!r}")
-    path = Path(path)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return _save(model, tok, path)
 
 
 def tiny_classifier(path: str | Path, *, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
     """Save a tiny one-label ``LlamaForSequenceClassification`` (a reward model) into ``path``."""
     torch.manual_seed(seed)
     tok = char_tokenizer()
-    model = LlamaForSequenceClassification(LlamaConfig(
-        vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, num_labels=1,
-        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
-    path = Path(path)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    model = LlamaForSequenceClassification(_llama_config(tok, hidden, layers, num_labels=1))
+    return _save(model, tok, path)
 
 
 def tiny_bert(path: str | Path, *, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
@@ -100,7 +97,4 @@ def tiny_bert(path: str | Path, *, hidden: int = 32, layers: int = 2, seed: int 
     model = BertModel(BertConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers,
                                  num_attention_heads=4, intermediate_size=2 * hidden,
                                  max_position_embeddings=256, pad_token_id=tok.pad_token_id))
-    path = Path(path)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return _save(model, tok, path)
