@@ -435,6 +435,58 @@ class DPOStep:
         """Forget cached reference log-probs (without moving the reference)."""
         self._cache.clear()
 
+    def state_dict(self) -> dict[str, Any]:
+        """What continuing later needs besides the policy and the optimizer: the counters, whether the
+        reference has moved (``reference="adapter"``), ``reference_weights`` (the frozen copy's parameters,
+        or the reference adapter's once it exists; none while the adapter-disabled model is the reference)
+        and the cached reference log-probs as ``[prompt ids, response ids, log-prob]`` rows, so a restored
+        step reuses the very numbers it computed.
+
+        >>> import tempfile
+        >>> from transformers import AutoModelForCausalLM, AutoTokenizer
+        >>> from laser_adapters.testing import tiny_causal_lm
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     path = tiny_causal_lm(d, hidden=16)
+        ...     model, tok = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+        >>> dpo = DPOStep(model, tok, torch.optim.SGD(model.parameters(), lr=0.1))
+        >>> _ = dpo.step([{"prompt": "2+2=", "chosen": "4", "rejected": "5"}])
+        >>> state = dpo.state_dict()
+        >>> state["steps"], len(state["cache"]), sorted(state["reference_weights"])[0]
+        (1, 2, 'lm_head.weight')
+        """
+        if self._ref_model is not None:
+            weights = dict(self._ref_model.named_parameters())
+        else:
+            weights = {n: p for n, p in self.model.named_parameters() if f".{REFERENCE_ADAPTER}." in n}
+        return {"steps": self.steps, "reference_forwards": self.reference_forwards,
+                "ref_adapter": self._ref_adapter,
+                "reference_weights": {n: p.detach().cpu().clone() for n, p in weights.items()},
+                "cache": [[list(p), list(r), v] for (p, r), v in self._cache.items()]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned, into a step built the same way (same reference kind)."""
+        if bool(state["ref_adapter"]) and self.reference == "adapter" and not self._ref_adapter:
+            active = self.model.active_adapter
+            if REFERENCE_ADAPTER not in self.model.peft_config:
+                self.model.add_adapter(REFERENCE_ADAPTER, self.model.peft_config[active])
+            self._ref_adapter = True
+        owner = self._ref_model if self._ref_model is not None else self.model
+        weights = dict(state["reference_weights"])
+        expected = (set(dict(owner.named_parameters())) if self._ref_model is not None else
+                    {n for n, _ in owner.named_parameters() if f".{REFERENCE_ADAPTER}." in n})
+        if set(weights) != expected:
+            raise ValueError(f"the saved reference has {len(weights)} tensors that do not match this "
+                             f"model's {len(expected)} reference parameters")
+        with torch.no_grad():
+            for name, value in weights.items():
+                param = owner.get_parameter(name)
+                param.copy_(value.to(device=param.device, dtype=param.dtype))
+                param.requires_grad_(False)
+        self.steps = int(state["steps"])
+        self.reference_forwards = int(state["reference_forwards"])
+        self._cache = {(tuple(int(t) for t in p), tuple(int(t) for t in r)): float(v)
+                       for p, r, v in state["cache"]}
+
     @contextlib.contextmanager
     def _reference(self) -> Iterator[Any]:
         if self._ref_model is not None:

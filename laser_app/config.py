@@ -148,6 +148,16 @@ class RunConfig(BaseModel):
     cache_dir: Path | None = Field(None, description=(
         "Built-in world cache folder (default: $LASER_CACHE_DIR or ~/.cache/laser)."))
     device: str = Field("cpu", description="Torch device for the policy (cpu, cuda, cuda:1, mps or auto).")
+    dtype: Literal["fp32", "bf16", "fp16"] = Field("fp32", description=(
+        "Precision of the policy's weights: fp32, bf16 (half the memory; needs a GPU or CPU with bfloat16) or "
+        "fp16 (GPU only; bf16 trains more stably). RMs keep the dtype of their registry entry."))
+    gradient_checkpointing: bool = Field(False, description=(
+        "Recompute the policy's activations during the backward pass instead of keeping them: less memory "
+        "for a slower DPO step (the model type must support it)."))
+    generation: Literal["hf", "vllm"] = Field("hf", description=(
+        "Engine that samples the training responses: hf (transformers' generate on the policy) or vllm (a "
+        "vLLM copy of the policy whose weights are refreshed after each DPO step; needs the vllm package and "
+        "a CUDA GPU)."))
     chat_template: Literal["auto", "on", "off"] = Field("auto", description=(
         "Ask the policy through its tokenizer's chat template (a plain prompt becomes one user turn; replies "
         "are trained with the template's end of turn; generation stops there): auto uses it when the "
@@ -188,6 +198,9 @@ class RunConfig(BaseModel):
         "AdamW learning rate (one optimizer step per DPO step). The built-in 88K-parameter policy barely "
         "moves at 3e-5 and collapses at 1e-3; scale it down for larger models."))
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    grad_accum: int = Field(1, ge=1, description=(
+        "Micro-batches per DPO step: a step's pairs are split into this many parts whose gradients add up "
+        "before its one optimizer step (the same update in less activation memory)."))
     max_length: int = Field(256, ge=8, description="Longest prompt + response in tokens for a DPO step.")
     lora: bool = Field(False, description=(
         "Train LoRA adapters (peft) instead of all weights; the reference is the adapter-disabled model."))
@@ -207,6 +220,10 @@ class RunConfig(BaseModel):
         "Seed for batching, sampling, the selector and LoRA initialization."))
     out: Path | None = Field(None, description="Run folder (default: runs/<date>-<time>-<policy>).")
     overwrite: bool = Field(False, description="Replace an existing run folder at --out.")
+    checkpoint_every: int = Field(8, ge=0, description=(
+        "Write a checkpoint (policy, optimizer, reference, selector, generators, position) every this many "
+        "steps and at each iteration's end, so a stopped run continues with laser run --resume; 0 = only at "
+        "iteration ends."))
 
     # ------------------------------------------------------------ field checks
     @field_validator("rms", "lora_target_modules", mode="before")
@@ -264,6 +281,18 @@ class RunConfig(BaseModel):
         if value.startswith("sentence:") and value[len("sentence:"):].strip():
             return value
         raise ValueError(f"unknown context encoder {value!r}; valid: policy, hash, sentence, sentence:PATH")
+
+    @model_validator(mode="after")
+    def _scale_settings(self) -> RunConfig:
+        most_pairs = self.batch_size * self.pairs_per_prompt
+        if self.grad_accum > most_pairs:
+            raise ValueError(f"grad_accum={self.grad_accum} splits a step's pairs into {self.grad_accum} parts "
+                             f"but a step has at most batch_size * pairs_per_prompt = {most_pairs} pairs; "
+                             f"lower grad_accum to at most {most_pairs}")
+        if self.generation == "vllm" and self.device.split(":")[0] in ("cpu", "mps"):
+            raise ValueError("--generation vllm needs the vllm package and a CUDA GPU (pip install vllm); use "
+                             "--generation hf")
+        return self
 
     @field_validator("device")
     @classmethod

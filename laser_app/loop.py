@@ -1,13 +1,15 @@
 """The LASeR loop: iterative DPO where a selector (a bandit or a baseline) picks the reward model per batch.
 
 This module is the recipe only. :func:`~laser_app.run_setup.prepare` resolves everything a run needs from a
-:class:`~laser_app.config.RunConfig` (every input error surfaces there, before a run folder exists);
-:func:`run_laser` reads top to bottom: for each iteration and batch, 1. sample responses (whose prefill
-pass yields the contexts), 2. choose RM(s), 3. score and form pairs, 4. one DPO step per group and bandit
-feedback, 5. log; at the end of each iteration the reference moves to the current policy and the policy is
-evaluated per domain. The parts live in modules named for what they hold: :mod:`laser_app.policy`,
-:mod:`laser_app.rms`, :mod:`laser_app.selection`, :mod:`laser_app.batching`, :mod:`laser_app.evaluation`,
-:mod:`laser_app.events`, :mod:`laser_app.progress`, :mod:`laser_app.prompts`.
+:class:`~laser_app.config.RunConfig` (every input error surfaces there, before a run folder exists); the loop
+that :func:`run_laser` and :func:`resume_laser` share (``_train``) reads top to bottom: for each iteration and
+batch, 1. sample responses (whose prefill pass yields the contexts), 2. choose RM(s), 3. score and form pairs,
+4. one DPO step per group and bandit feedback, 5. log, 6. every ``checkpoint_every`` steps a checkpoint; at
+the end of each iteration the reference moves to the current policy, the policy is evaluated per domain and a
+checkpoint written. From the last checkpoint, :func:`resume_laser` continues a stopped run exactly. The parts
+live in modules named for what they hold: :mod:`laser_app.policy`, :mod:`laser_app.rms`,
+:mod:`laser_app.selection`, :mod:`laser_app.batching`, :mod:`laser_app.evaluation`, :mod:`laser_app.events`,
+:mod:`laser_app.progress`, :mod:`laser_app.prompts`, :mod:`laser_app.checkpoint`.
 """
 
 from __future__ import annotations
@@ -29,9 +31,19 @@ from laser_adapters.encoders import PrefillCapture
 from laser_adapters.generation import cut_at_stop, greedy_answers, sample_responses
 from laser_adapters.pairs import write_pairs_jsonl
 from laser_app.batching import derive_seed, make_batches
+from laser_app.checkpoint import (
+    LoopState,
+    Parts,
+    find_checkpoint,
+    load_checkpoint,
+    plan_digest,
+    remove_checkpoint,
+    save_checkpoint,
+)
 from laser_app.config import RunConfig, resolve_mab_reward
-from laser_app.data import by_task, task_of
+from laser_app.data import ExampleLike, by_task, task_of
 from laser_app.dev_labels import PROBE_STREAM
+from laser_app.errors import RunDirError
 from laser_app.evaluation import accuracy_of, correctness, evaluate_examples
 from laser_app.events import STEP_PARTS, step_event, step_numbers
 from laser_app.plots import draw_all
@@ -39,9 +51,9 @@ from laser_app.policy import save_policy, torch_threads
 from laser_app.progress import stderr_console, step_bar
 from laser_app.report import summarize_run
 from laser_app.rms import diagnostics, score_responses
-from laser_app.run_dir import PAIRS, RunDir, default_out
-from laser_app.run_setup import prepare
-from laser_app.selection import choose_rms, selector_for
+from laser_app.run_dir import PAIRS, RunDir, default_out, mark_resumable
+from laser_app.run_setup import Setup, prepare
+from laser_app.selection import TimedEncoder, choose_rms, selector_for
 from laser_app.trackers import check_report_to, iteration_values, make_tracker, step_values
 
 if TYPE_CHECKING:
@@ -65,18 +77,64 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
     """Train the policy by iterative DPO with RM selection as ``config`` says; write a run folder.
 
     Raises :class:`~laser_app.errors.LaserError` for bad input before any run folder is created. A run
-    that fails later leaves its folder marked ``failed`` (never ``complete``).
+    that fails later leaves its folder marked ``failed`` (never ``complete``); one stopped after its first
+    checkpoint continues with :func:`resume_laser`.
     """
     t_start = time.perf_counter()
     console = console or stderr_console()
     check_report_to(config.report_to)  # a missing tracker package fails before any model loads
     RunDir.check_creatable(config.out or default_out(config.policy), overwrite=config.overwrite)
-    setup = prepare(config, progress=progress, console=console)
-    given = config  # written to config.json as asked ("auto" stays auto); the resolved values go to resolved.json
-    config = resolve_mab_reward(config)
+    job = _assemble(config, prepare(config, progress=progress, console=console))
+    run = RunDir.create(config.out or default_out(config.policy), overwrite=config.overwrite)
+    return _train(job, run, LoopState(), t_start=t_start, progress=progress, console=console)
+
+
+def resume_laser(path: str | Path, *, progress: bool = True, console: Console | None = None) -> RunSummary:
+    """Continue the run in folder ``path`` from its last complete checkpoint, with the configuration saved
+    there; the finished folder is what an uninterrupted run writes (timings aside).
+
+    Raises :class:`~laser_app.errors.RunDirError` when ``path`` is not a run folder, holds a complete run or
+    one still running, or has no checkpoint.
+    """
+    t_start = time.perf_counter()
+    console = console or stderr_console()
+    run = RunDir.open_to_resume(path)
+    if find_checkpoint(run.path) is None:
+        raise RunDirError(f"run folder {run.path} has no checkpoint (it stopped before writing one); rerun it "
+                          "with --overwrite")
+    given = RunConfig.model_validate(run.config())
+    check_report_to(given.report_to)
+    run.mark_resumed()  # from now on another resume or --overwrite sees this process running
+    try:
+        job = _assemble(given, prepare(given, progress=progress, console=console))
+        state = load_checkpoint(run.path, job.parts, plan=plan_digest(job.plan))
+        run.truncate_events(state.step)  # the steps after the checkpoint run again
+    except BaseException as err:
+        _stopped(run, err)
+        raise
+    state.timings["setup"] += time.perf_counter() - t_start
+    return _train(job, run, state, t_start=t_start - state.elapsed, progress=progress, console=console)
+
+
+@dataclass
+class _Job:
+    """A run's resolved pieces: the configuration as given and with its reward resolved, the set-up, the
+    objects a checkpoint holds, the context encoder and the batch plan."""
+
+    given: RunConfig
+    config: RunConfig
+    setup: Setup
+    parts: Parts
+    encoder: TimedEncoder | None
+    reuse_states: bool
+    plan: list[list[list[ExampleLike]]]
+
+
+def _assemble(given: RunConfig, setup: Setup) -> _Job:
+    config = resolve_mab_reward(given)  # config.json keeps "auto"; the resolved value goes to resolved.json
     setup.resolved["mab_reward"] = config.mab_reward
     model, tokenizer = setup.model, setup.tokenizer
-    selector, encoder, reuse_states = selector_for(config, model=setup.model, tokenizer=setup.tokenizer,
+    selector, encoder, reuse_states = selector_for(config, model=model, tokenizer=tokenizer,
                                                  rm_names=setup.rm_names, rm_for_task=setup.rm_for_task,
                                                  dev=setup.dev)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
@@ -90,29 +148,46 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
     plan = [make_batches(setup.train, config.batch_size, homogeneous=config.batching == "homogeneous",
                          rng=batch_rng, limit=setup.resolved["batches_per_iteration"])
             for _ in range(config.iterations)]
+    return _Job(given, config, setup, Parts(model, optimizer, dpo, selector), encoder, reuse_states, plan)
+
+
+def _train(job: _Job, run: RunDir, state: LoopState, *, t_start: float, progress: bool,
+           console: Console) -> RunSummary:
+    """The loop from ``state`` on (a new run: from its first evaluation), then the run's products."""
+    config, setup, plan = job.config, job.setup, job.plan
+    model, tokenizer, selector, dpo = setup.model, setup.tokenizer, job.parts.selector, job.parts.dpo
+    encoder, reuse_states = job.encoder, job.reuse_states
     fmt, stop = setup.fmt, setup.fmt.stop(setup.stop)
     evaluate = functools.partial(evaluate_examples, model, tokenizer, setup.evaluation, greedy=greedy_answers,
                                  check=setup.check, max_new_tokens=setup.max_new_tokens, stop=stop,
                                  batch_size=config.eval_batch_size, prompt_of=fmt.policy_prompt)
+    digest = plan_digest(plan)
 
-    run = RunDir.create(config.out or default_out(config.policy), overwrite=config.overwrite)
+    def checkpoint(iteration: int, batch: int) -> None:  # the next batch to run
+        state.iteration, state.batch, state.elapsed = iteration, batch, time.perf_counter() - t_start
+        save_checkpoint(run.path, job.parts, state, plan=digest)
+
     try:
-        run.write_config(given.model_dump(mode="json"), setup.resolved)
-        timings = {"setup": time.perf_counter() - t_start, "eval": 0.0}
-        all_pairs: list[dict[str, Any]] = []
+        start_m, start_b = state.iteration, state.batch
         n_steps = sum(len(batches) for batches in plan)
-        with torch_threads(setup.threads), step_bar(console, n_steps, enabled=progress) as bar, \
-                make_tracker(config.report_to, run.path, run_name=run.path.name, config=given.model_dump(mode="json"),
-                             rm_names=setup.rm_names) as tracker:
-            bar.describe("evaluating (before training)")
-            t0 = time.perf_counter()
-            per_example = [evaluate()]
-            tracker.log_iteration(0, iteration_values(accuracy_of(per_example[0])))
-            timings["eval"] += time.perf_counter() - t0
-            step = 0
-            for m, batches in enumerate(plan):
-                selector.new_iteration(m)
-                for b, batch in enumerate(batches):
+        with torch_threads(setup.threads), step_bar(console, n_steps - state.step, enabled=progress) as bar, \
+                make_tracker(config.report_to, run.path, run_name=run.path.name,
+                             config=job.given.model_dump(mode="json"), rm_names=setup.rm_names) as tracker:
+            if not state.per_example:  # a new run: its configuration, then the policy before training
+                run.write_config(job.given.model_dump(mode="json"), setup.resolved)
+                state.timings = {"setup": time.perf_counter() - t_start, "eval": 0.0}
+                bar.describe("evaluating (before training)")
+                t0 = time.perf_counter()
+                state.per_example = [evaluate()]
+                tracker.log_iteration(0, iteration_values(accuracy_of(state.per_example[0])))
+                state.timings["eval"] += time.perf_counter() - t0
+                checkpoint(0, 0)
+            for m in range(start_m, config.iterations):
+                first = start_b if m == start_m else 0
+                if first == 0:
+                    selector.new_iteration(m)
+                for b in range(first, len(plan[m])):
+                    batch = plan[m][b]
                     prompts = [ex.prompt for ex in batch]  # what the RMs read
                     asked = [fmt.policy_prompt(ex) for ex in batch]  # what the policy is asked with
                     tasks = [task_of(ex) for ex in batch]
@@ -187,16 +262,18 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                         secs["select"] += time.perf_counter() - t0
                         group.update(step_numbers(result), skipped=False, feedback=feedback)
                         group_logs.append(group)
-                        all_pairs += [{**p, "iteration": m, "rm": label} for i in idx
-                                      for p in fmt.exported(batch[i], results[i].pairs, trained[i], samples[i])]
+                        state.pairs += [{**p, "iteration": m, "rm": label} for i in idx
+                                        for p in fmt.exported(batch[i], results[i].pairs, trained[i], samples[i])]
 
                     # 5. log the step ("select" is the bandit's decision and update, "encode" its contexts)
-                    event = step_event(m, b, step, batch, choices, results, group_logs, secs, correct,
+                    event = step_event(m, b, state.step, batch, choices, results, group_logs, secs, correct,
                                        counterfactual)
                     run.append_event(event)
-                    tracker.log_step(step, step_values(event))
+                    tracker.log_step(state.step, step_values(event))
                     bar.advance(rm=event["rm"], loss=event["loss"])
-                    step += 1
+                    state.step += 1
+                    if config.checkpoint_every and state.step % config.checkpoint_every == 0:
+                        checkpoint(m, b + 1)  # 6. every checkpoint_every steps, a checkpoint
 
                 # end of iteration: iterative DPO moves the reference to the current policy
                 if m + 1 < config.iterations:
@@ -204,14 +281,16 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                 run.save_bandit(selector.state_dict())
                 bar.describe(f"evaluating (after iteration {m + 1})")
                 t0 = time.perf_counter()
-                per_example.append(evaluate())
-                tracker.log_iteration(m + 1, iteration_values(accuracy_of(per_example[-1])))
-                timings["eval"] += time.perf_counter() - t0
+                state.per_example.append(evaluate())
+                tracker.log_iteration(m + 1, iteration_values(accuracy_of(state.per_example[-1])))
+                state.timings["eval"] += time.perf_counter() - t0
+                checkpoint(m + 1, 0)
 
         # the run's products, then the summary, then "complete" last
         save_policy(model, tokenizer, run.file("adapter" if config.lora else "policy"))
-        write_pairs_jsonl(all_pairs, run.file(PAIRS))
-        timings["total"] = time.perf_counter() - t_start
+        write_pairs_jsonl(state.pairs, run.file(PAIRS))
+        timings = {**state.timings, "total": time.perf_counter() - t_start}
+        per_example = state.per_example
         metrics = summarize_run(run.events(), accuracy=[accuracy_of(e) for e in per_example],
                                 tasks=sorted(by_task(setup.train)), rm_names=setup.rm_names,
                                 rm_for_task=setup.rm_for_task, policy=config.policy, timings=timings)
@@ -228,7 +307,16 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
                           "no preference pair (all responses tied or identical); they were skipped and the "
                           "bandit was not updated")
         run.mark_complete()
-    except BaseException as err:  # Ctrl-C and termination signals mark it interrupted, anything else failed
-        run.mark_stopped(err)
+        remove_checkpoint(run.path)
+    except BaseException as err:
+        _stopped(run, err)
         raise
     return RunSummary(run_dir=run.path, metrics=metrics)
+
+
+def _stopped(run: RunDir, err: BaseException) -> None:
+    """Mark the run interrupted (Ctrl-C, termination signals) or failed (anything else); an interrupt of a run
+    with a checkpoint carries the folder, so the command can say how to resume it."""
+    run.mark_stopped(err)
+    if isinstance(err, KeyboardInterrupt) and find_checkpoint(run.path) is not None:
+        mark_resumable(err, run.path)

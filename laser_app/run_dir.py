@@ -11,6 +11,8 @@ Layout::
     <out>/pairs.jsonl     every preference pair trained on, in TRL's format (prompt, chosen, rejected)
     <out>/policy/         the final policy (save_pretrained), or adapter/ for a LoRA run
     <out>/*.png           plots (see laser_app.plots)
+    <out>/checkpoint/     what laser run --resume continues from, while the run is unfinished
+                          (see laser_app.checkpoint); removed once the run is complete
 
 >>> import tempfile, pathlib
 >>> run = RunDir.create(pathlib.Path(tempfile.mkdtemp()) / "run")
@@ -218,6 +220,19 @@ class RunDir:
             raise RunDirError(f"{run.path} is not a run folder (no {STATUS}); pass the --out of a laser run")
         return run
 
+    @classmethod
+    def open_to_resume(cls, path: str | Path) -> RunDir:
+        """Open a run folder to continue it: refuse one that is complete or still running."""
+        run = cls.open(path)
+        state = run.state()
+        if state == "complete":
+            raise RunDirError(f"run folder {run.path} holds a complete run; nothing to resume")
+        pid = run.status().get("pid")
+        if state == "running" and pid != os.getpid():
+            raise RunDirError(f"run folder {run.path} belongs to a run that is still running (pid {pid}); stop "
+                              "it first, or resume it once it has stopped")
+        return run
+
     # -- status
     def status(self) -> dict[str, Any]:
         """The contents of ``status.json``."""
@@ -243,6 +258,11 @@ class RunDir:
         started = self.status().get("started")
         self._write_status("complete", started=started, finished=_now(),
                            seconds=round(time.monotonic() - self._started, 3), **info)
+
+    def mark_resumed(self) -> None:
+        """Mark the run ``running`` again, in this process (``laser run --resume``)."""
+        started = self.status().get("started")
+        self._write_status("running", started=started, resumed=_now(), pid=os.getpid())
 
     def mark_stopped(self, error: BaseException) -> None:
         """Mark the run ``interrupted`` (Ctrl-C or a termination signal) or ``failed`` (any other error)."""
@@ -317,6 +337,29 @@ class RunDir:
                               stacklevel=2)
         return out
 
+    def truncate_events(self, steps: int) -> None:
+        """Keep the records of the first ``steps`` steps (those a checkpoint holds) and drop what came after,
+        a torn last line included; rewritten through a temporary file, the kept lines byte for byte."""
+        path = self.path / EVENTS
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True) if path.is_file() else []
+        kept = []
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                step = json.loads(line).get("step")
+            except json.JSONDecodeError:
+                if n < len(lines):
+                    raise RunDirError(f"{path} line {n} is not valid JSON, and more steps follow it: the run "
+                                      "folder is damaged; rerun it (--overwrite)") from None
+                break
+            if isinstance(step, int) and step < steps:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        if len(kept) != steps:
+            raise RunDirError(f"{path} holds {len(kept)} of the {steps} steps its checkpoint has seen: the run "
+                              "folder is damaged; rerun it (--overwrite)")
+        write_text_atomic(path, "".join(kept))
+
     def write_metrics(self, metrics: Mapping[str, Any]) -> None:
         """Write the run summary."""
         write_json_atomic(self.path / METRICS, metrics)
@@ -333,6 +376,18 @@ class RunDir:
     def load_bandit(self) -> Any:
         """Load the selector's state saved by :meth:`save_bandit`."""
         return load_state(self.path / BANDIT)
+
+
+def mark_resumable(error: BaseException, path: Path) -> None:
+    """Attach the run folder an interrupt stopped (one with a checkpoint), so the command can say how to
+    resume it."""
+    error.resume_folder = path  # type: ignore[attr-defined]
+
+
+def resumable_folder(error: BaseException) -> Path | None:
+    """The run folder :func:`mark_resumable` attached to ``error``, if any."""
+    folder = getattr(error, "resume_folder", None)
+    return folder if isinstance(folder, Path) else None
 
 
 def _state_of(path: Path) -> str:

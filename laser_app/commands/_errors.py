@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from laser_app.config import format_validation_error
 from laser_app.errors import LaserError, Terminated
+from laser_app.run_dir import resumable_folder
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,8 +61,10 @@ def user_errors(fn: F) -> F:
             raise
         except KeyboardInterrupt as err:  # the run folder, if one was started, is marked interrupted
             terminated = isinstance(err, Terminated)
+            folder = resumable_folder(err)
+            then = f"; resume with laser run --resume {folder}" if folder else " (rerun it with --overwrite)"
             typer.echo(f"laser: {'terminated' if terminated else 'interrupted'}; a run folder it started is "
-                       "marked interrupted (rerun it with --overwrite)", err=True)
+                       f"marked interrupted{then}", err=True)
             raise typer.Exit(code=TERMINATED_EXIT if terminated else INTERRUPTED_EXIT) from None
         except Exception as err:
             lines = user_error_lines(err)
