@@ -12,7 +12,7 @@ Layout of ``<run>/checkpoint/``::
     rng.safetensors        torch's CPU (and CUDA) generator states
     selector.json + .npz   ``selector.state_dict()``: the bandit, its normalizers and their generators
     pairs.jsonl            the preference pairs trained on so far
-    manifest.json          written last: every file and its size
+    manifest.json          written last: every file, its size and its CRC-32 (checked before restoring)
 
 The per-batch sampling seeds derive from the run's seed and the position, and the batch plan from the seed
 alone, so the position is all a resumed run needs of them. Plain data only: no pickle, no ``torch.load``.
@@ -31,12 +31,14 @@ import os
 import random
 import shutil
 import tempfile
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from laser_app.errors import RunDirError
@@ -51,6 +53,9 @@ if TYPE_CHECKING:
 CHECKPOINT = "checkpoint"
 PREVIOUS = "checkpoint.old"
 MANIFEST = "manifest.json"
+#: The files of a checkpoint besides its manifest.
+FILES = ("state.json", "policy.safetensors", "reference.safetensors", "optimizer.safetensors", "rng.safetensors",
+         "selector.json", "selector.npz", "pairs.jsonl")
 FORMAT = 1
 _TEMP_PREFIX = ".checkpoint-"
 
@@ -138,9 +143,19 @@ def _write(folder: Path, parts: Parts, state: LoopState, plan: str) -> None:
     pairs = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in state.pairs)
     _piece(folder, ["pairs.jsonl"], lambda: (folder / "pairs.jsonl").write_text(pairs, encoding="utf-8"))
     _piece(folder, ["state.json"], lambda: (folder / "state.json").write_text(json.dumps(doc), encoding="utf-8"))
-    sizes = {p.name: p.stat().st_size for p in sorted(folder.iterdir())}
-    _piece(folder, [MANIFEST], lambda: (folder / MANIFEST).write_text(json.dumps({"format": FORMAT, "files": sizes}),
-                                                                      encoding="utf-8"))
+    files = sorted(folder.iterdir())
+    manifest = {"format": FORMAT, "files": {p.name: p.stat().st_size for p in files},
+                "crc32": {p.name: _crc32(p) for p in files}}
+    _piece(folder, [MANIFEST], lambda: (folder / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8"))
+
+
+def _crc32(path: Path) -> int:
+    """The CRC-32 of a file's bytes: damage on disk shows before anything is restored (a size can stay)."""
+    crc = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 23):
+            crc = zlib.crc32(chunk, crc)
+    return crc
 
 
 def _piece(folder: Path, names: Sequence[str], write: Callable[[], object]) -> None:
@@ -219,17 +234,37 @@ def load_checkpoint(run: Path, parts: Parts, *, plan: str) -> LoopState:
                           "--overwrite")
     try:
         return _restore(folder, parts, plan)
-    except (ValueError, KeyError, TypeError, RuntimeError, OSError) as err:
+    except _UNFIT as err:
         detail = " ".join(str(err).split())[:300]
         raise RunDirError(f"checkpoint {folder} cannot be restored ({detail}); rerun the run with "
                           "--overwrite") from err
 
 
-def _restore(folder: Path, parts: Parts, plan: str) -> LoopState:
+#: What restoring a checkpoint that does not fit the run raises (other shapes, names or kinds of values).
+_UNFIT = (ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError, OSError, ArithmeticError,
+          SafetensorError)
+
+
+def _check_files(folder: Path) -> None:
+    """Raise ``ValueError`` unless every file the checkpoint's manifest lists is there, with its size and (in
+    checkpoints that record them) its CRC-32, so that a damaged checkpoint is never restored."""
     manifest = read_json(folder / MANIFEST)
-    for name, size in manifest["files"].items():
-        if not (folder / name).is_file() or (folder / name).stat().st_size != size:
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{MANIFEST} is damaged")
+    files, crcs = manifest.get("files"), manifest.get("crc32", {})
+    if manifest.get("format") != FORMAT or not isinstance(files, dict) or not isinstance(crcs, dict) or (
+            crcs and set(crcs) != set(files)) or not set(FILES) <= set(files):
+        raise ValueError(f"{MANIFEST} is damaged")
+    for name, size in files.items():
+        path = folder / name
+        if path.parent != folder or not path.is_file() or path.stat().st_size != size:
             raise ValueError(f"{name} is missing or has another size than when it was written")
+        if crcs and _crc32(path) != crcs[name]:
+            raise ValueError(f"{name} has other contents than when it was written (damaged on disk)")
+
+
+def _restore(folder: Path, parts: Parts, plan: str) -> LoopState:
+    _check_files(folder)
     doc = read_json(folder / "state.json")
     if doc.get("format") != FORMAT:
         raise ValueError(f"checkpoint format {doc.get('format')!r}, expected {FORMAT}")

@@ -141,6 +141,9 @@ class RunConfig(BaseModel):
     answer_pattern: str | None = Field(None, description=(
         "A regular expression whose first capture group is the answer (wins over --answer-extractor), "
         "e.g. 'Final answer: (.+)'."))
+    long_prompts: Literal["error", "truncate"] = Field("error", description=(
+        "A prompt longer than the policy's window minus max_new_tokens: error (name the row and stop) or "
+        "truncate (keep its last tokens, so the question at the end survives; counted in resolved.json)."))
     world_seed: int = Field(0, ge=0, description="Seed of the built-in world (its tasks, policy and RMs).")
     world_scale: float = Field(1.0, gt=0, le=1, description=(
         "Shrink the built-in world's data and training budgets by this factor (a quick world for tests; "
@@ -158,6 +161,11 @@ class RunConfig(BaseModel):
         "Engine that samples the training responses: hf (transformers' generate on the policy) or vllm (a "
         "vLLM copy of the policy whose weights are refreshed after each DPO step; needs the vllm package and "
         "a CUDA GPU)."))
+    shard_generation: bool = Field(True, description=(
+        "Under accelerate launch, each process samples only its share of a batch's prompts, with a seed of its "
+        "own (faster; the samples then depend on the number of processes); false: each samples the whole batch "
+        "with the one-process seed and keeps its share, so a launched run equals a one-process run over the "
+        "same global batch (within float rounding). No effect in one process."))
     chat_template: Literal["auto", "on", "off"] = Field("auto", description=(
         "Ask the policy through its tokenizer's chat template (a plain prompt becomes one user turn; replies "
         "are trained with the template's end of turn; generation stops there): auto uses it when the "

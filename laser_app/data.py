@@ -15,7 +15,8 @@ prompt. Every problem names the source and the line or row so it can be fixed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -150,7 +151,9 @@ def _to_example(row: dict[str, Any], where: str, cols: _Columns, *, fixed: bool,
         raise DataError(f"{where}: \"{cols.prompt}\" is empty; every row needs a prompt")
     elif prompt is None:
         keys = ", ".join(sorted(row)) or "none"
-        raise DataError(f"{where}: missing field \"{cols.prompt}\" (fields present: {keys})")
+        longbench = "; a LongBench file (input, context) goes to laser bon --longbench" if {
+            "input", "context"} <= set(row) else ""
+        raise DataError(f"{where}: missing field \"{cols.prompt}\" (fields present: {keys}){longbench}")
     elif isinstance(prompt, list | tuple):
         messages, reply = _conversation(prompt, where, cols.prompt)
         if reply is not None or messages[-1]["role"] != "user":
@@ -207,8 +210,105 @@ def _conversation(value: Any, where: str, column: str) -> tuple[Messages, str | 
     return head, tail[-1]["content"] if tail and tail[-1]["role"] == "assistant" else None
 
 
+# ------------------------------------------------------------------------------- the policy's window
+class Window(NamedTuple):
+    """The policy's context window in tokens and the part of it kept for the answer (``max_new_tokens``)."""
+
+    tokens: int
+    answer: int
+
+    @property
+    def room(self) -> int:
+        """The tokens a prompt may take."""
+        return self.tokens - self.answer
 
 
+#: Prompts tokenized per call when measuring them (bounds the memory a large data file takes).
+_CHUNK = 512
+
+
+def fit_prompts(rows: Sequence[ExampleLike], *, tokenizer: Any, ask: Callable[[ExampleLike], str],
+                window: Window, where: str, mode: str = "error") -> tuple[list[ExampleLike], int]:
+    """``rows`` whose prompts, as the policy is asked (``ask``), fit ``window``; and how many were cut.
+
+    A longer prompt is a :class:`~laser_app.errors.DataError` naming ``where`` and its row (1-based) when
+    ``mode`` is ``"error"``; with ``"truncate"`` it keeps its last tokens (the question at the end survives;
+    a conversation loses its earliest turns' text first).
+
+    >>> from laser_adapters.tokenization import char_tokenizer
+    >>> rows = [Example("2+2="), Example("Long story. What is 3+3?")]
+    >>> kw = dict(tokenizer=char_tokenizer(), ask=lambda ex: ex.prompt, window=Window(16, 4), where="data file d")
+    >>> fit_prompts(rows, **kw)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    laser_app.errors.DataError: data file d row 2: the prompt is 25 tokens, but the policy's window leaves 12 ...
+    >>> fitted, cut = fit_prompts(rows, mode="truncate", **kw)
+    >>> [ex.prompt for ex in fitted], cut
+    (['2+2=', 'hat is 3+3?'], 1)
+    """
+    out, cut = list(rows), 0
+    for start in range(0, len(out), _CHUNK):
+        chunk = out[start:start + _CHUNK]
+        lengths = [len(ids) for ids in tokenizer([ask(ex) for ex in chunk], add_special_tokens=True)["input_ids"]]
+        for i, (ex, length) in enumerate(zip(chunk, lengths, strict=True), start=start):
+            if length <= window.room:
+                continue
+            if mode != "truncate":
+                raise DataError(
+                    f"{where} row {i + 1}: the prompt is {length} tokens, but the policy's window leaves "
+                    f"{window.room} ({window.tokens} tokens minus {window.answer} for the answer, "
+                    "--max-new-tokens); pass --long-prompts truncate to keep the end of each long prompt, or "
+                    "shorten the prompt")
+            out[i] = _truncated(ex, length, tokenizer=tokenizer, ask=ask, window=window, where=f"{where} row {i + 1}")
+            cut += 1
+    return out, cut
+
+
+def _truncated(example: ExampleLike, length: int, *, tokenizer: Any, ask: Callable[[ExampleLike], str],
+               window: Window, where: str) -> ExampleLike:
+    """``example`` with the start of its prompt cut until it fits (re-measured: a cut may change tokenization)."""
+    for attempt in range(8):
+        drop = length - window.room + attempt  # a little more on each retry, so it always ends
+        messages = messages_of(example)
+        if messages is None:
+            example = replace(example, prompt=_cut_start(tokenizer, example.prompt, drop))  # type: ignore[type-var]
+            empty = not example.prompt.strip()
+        else:
+            kept = _cut_conversation(tokenizer, messages, drop)
+            example = replace(example, messages=kept, prompt=render_plain(kept))  # type: ignore[type-var]
+            empty = not kept[-1]["content"].strip()
+        if empty:
+            break
+        length = len(tokenizer(ask(example), add_special_tokens=True)["input_ids"])
+        if length <= window.room:
+            return example
+    raise DataError(f"{where}: the prompt cannot be cut to fit the policy's window ({window.tokens} tokens minus "
+                    f"{window.answer} for the answer): what surrounds it takes the room; lower --max-new-tokens")
+
+
+def _cut_start(tokenizer: Any, text: str, drop: int) -> str:
+    """``text`` without its first ``drop`` tokens."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return str(tokenizer.decode(ids[drop:])) if drop < len(ids) else ""
+
+
+def _cut_conversation(tokenizer: Any, messages: Messages, drop: int) -> Messages:
+    """``messages`` without the first ``drop`` tokens of their text, earliest turns first; a turn cut to nothing
+    goes, and so does an assistant turn left at the start. The last turn (the user's) always stays."""
+    kept: list[dict[str, str]] = []
+    for i, message in enumerate(messages):
+        last = i == len(messages) - 1
+        if drop > 0:
+            n = len(tokenizer(message["content"], add_special_tokens=False)["input_ids"])
+            content = _cut_start(tokenizer, message["content"], drop)
+            drop -= n
+            if not content and not last:
+                continue
+            message = {**message, "content": content}
+        if not kept and message["role"] == "assistant" and not last:
+            continue
+        kept.append(message)
+    return tuple(kept)
 
 
 def by_task(examples: Sequence[ExampleLike]) -> dict[str, list[ExampleLike]]:

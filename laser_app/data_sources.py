@@ -126,7 +126,8 @@ def read_json_lines(path: Path, *, what: str = "data file") -> Table:
                 try:
                     obj = json.loads(line.rstrip("\r\n"))
                 except json.JSONDecodeError as err:
-                    raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+                    detail = err.msg.removesuffix(" at")  # "Unterminated string starting at"
+                    raise DataError(f"{where}: not valid JSON ({detail} at column {err.colno})") from None
                 yield lineno, _as_object(obj, where)
 
     return Table(str(path), rows(), unit="line",
@@ -159,7 +160,8 @@ def _read_json(path: Path, what: str) -> Table:
     try:
         items = json.loads(text)
     except json.JSONDecodeError as err:
-        raise DataError(f"{what} {path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno}); "
+        detail = err.msg.removesuffix(" at")
+        raise DataError(f"{what} {path}: not valid JSON ({detail} at line {err.lineno} column {err.colno}); "
                         "write one array of {\"prompt\": ...} objects") from None
     rows = ((i, _as_object(obj, f"{what} {path} row {i}")) for i, obj in enumerate(items, start=1))
     return Table(str(path), rows, empty_hint="write a JSON array with at least one {\"prompt\": ...} object")

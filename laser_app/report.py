@@ -246,9 +246,21 @@ def report_run(path: str | Path, console: Console, *, partial: bool = False,
     """Redraw a run folder's plots and print its summary tables; returns the PNGs drawn.
 
     An incomplete run (``running`` or ``failed``) is refused unless ``partial``; with ``partial`` the
-    summary is rebuilt from its events and marked INCOMPLETE.
+    summary is rebuilt from its events and marked INCOMPLETE. Files that do not hold what a run writes
+    (edited or damaged) are a :class:`RunDirError`.
     """
+    from rich.errors import MarkupError
+
     run = RunDir.open(path)
+    try:
+        return _report(run, console, partial=partial, plots=plots)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, MarkupError) as err:
+        detail = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+        raise RunDirError(f"run folder {run.path} does not hold what a run writes ({detail}); its files were "
+                          "edited or damaged") from None
+
+
+def _report(run: RunDir, console: Console, *, partial: bool, plots: bool) -> list[Path]:
     status = run.status()
     state = run.state()  # a running run whose process is gone reads as crashed
     metrics = run.metrics()

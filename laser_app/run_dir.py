@@ -29,9 +29,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import tempfile
 import time
 import warnings
+import zipfile
+import zlib
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -88,13 +91,19 @@ def _json_default(value: Any) -> Any:
 
 
 def read_json(path: Path) -> Any:
-    """Read a JSON file, turning a missing or corrupt file into a :class:`RunDirError`."""
+    """Read a JSON file, turning a missing, unreadable or corrupt file into a :class:`RunDirError`."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunDirError(f"{path} does not exist") from None
+    except OSError as err:
+        raise RunDirError(f"{path} cannot be read ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise RunDirError(f"{path} is not UTF-8 text (byte {err.start}); the file is damaged") from None
     except json.JSONDecodeError as err:
-        raise RunDirError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
+        raise RunDirError(f"{path} is not valid JSON ({err.msg.removesuffix(' at')} at line {err.lineno})") from None
+    except RecursionError:
+        raise RunDirError(f"{path} is nested too deeply to be a saved state; the file is damaged") from None
 
 
 # ------------------------------------------------------------------------------- array-aware state files
@@ -147,12 +156,31 @@ def save_state(state: Mapping[str, Any], stem: Path) -> None:
     write_json_atomic(stem.with_suffix(".json"), doc)
 
 
+#: What reading a damaged ``.npz`` raises (zip, zlib and numpy's own parsing each have their own).
+_DAMAGED_NPZ = (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, zlib.error,
+                struct.error)
+
+
 def load_state(stem: Path) -> Any:
-    """Load what :func:`save_state` wrote."""
+    """Load what :func:`save_state` wrote; a missing or damaged file is a :class:`RunDirError`."""
     doc = read_json(stem.with_suffix(".json"))
-    with np.load(stem.with_suffix(".npz"), allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    return join_arrays(doc, arrays)
+    npz_path = stem.with_suffix(".npz")
+    if not npz_path.is_file():
+        raise RunDirError(f"{npz_path} does not exist")
+    try:
+        loaded = np.load(npz_path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
+        with loaded as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except _DAMAGED_NPZ as err:
+        raise RunDirError(f"{npz_path} cannot be read ({type(err).__name__}: {' '.join(str(err).split())[:200]}); "
+                          "the file is damaged") from None
+    try:
+        return join_arrays(doc, arrays)
+    except (KeyError, TypeError) as err:
+        raise RunDirError(f"{stem.with_suffix('.json')} names an array that {npz_path.name} does not hold ({err}); "
+                          "the files are damaged") from None
 
 
 # ------------------------------------------------------------------------------- the folder
@@ -328,31 +356,41 @@ class RunDir:
         out = []
         for i, (n, line) in enumerate(lines):
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
+                event = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
                 if i + 1 < len(lines):
                     raise RunDirError(f"{path} line {n} is not valid JSON, and more steps follow it: the run "
                                       "folder is damaged; rerun it (--overwrite)") from None
                 warnings.warn(f"{path}: dropped its torn last line {n} (a run stopped mid-write)", RuntimeWarning,
                               stacklevel=2)
+                continue
+            if not isinstance(event, dict):  # a torn write never yields valid JSON, so this is damage
+                raise RunDirError(f"{path} line {n} is not a JSON object: the run folder is damaged; rerun it "
+                                  "(--overwrite)")
+            out.append(event)
         return out
 
     def truncate_events(self, steps: int) -> None:
         """Keep the records of the first ``steps`` steps (those a checkpoint holds) and drop what came after,
         a torn last line included; rewritten through a temporary file, the kept lines byte for byte."""
         path = self.path / EVENTS
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True) if path.is_file() else []
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines(keepends=True) if path.is_file() else []
+        except UnicodeDecodeError as err:
+            raise RunDirError(f"{path} is not UTF-8 text (byte {err.start}): the run folder is damaged; rerun it "
+                              "(--overwrite)") from None
         kept = []
         for n, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                step = json.loads(line).get("step")
-            except json.JSONDecodeError:
+                event = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
                 if n < len(lines):
                     raise RunDirError(f"{path} line {n} is not valid JSON, and more steps follow it: the run "
                                       "folder is damaged; rerun it (--overwrite)") from None
                 break
+            step = event.get("step") if isinstance(event, dict) else None
             if isinstance(step, int) and step < steps:
                 kept.append(line if line.endswith("\n") else line + "\n")
         if len(kept) != steps:
@@ -366,8 +404,7 @@ class RunDir:
 
     def metrics(self) -> dict[str, Any] | None:
         """The run summary, or ``None`` when the run did not get that far."""
-        path = self.path / METRICS
-        return read_json(path) if path.is_file() else None
+        return self._object(METRICS) if (self.path / METRICS).is_file() else None
 
     def save_bandit(self, state: Mapping[str, Any]) -> None:
         """Save the selector's state as ``bandit.json`` + ``bandit.npz``."""
@@ -399,11 +436,11 @@ def _state_of(path: Path) -> str:
 
 def _alive(pid: Any) -> bool:
     """Whether process ``pid`` still runs (``True`` when unknown: never call a live run crashed)."""
-    if not isinstance(pid, int) or pid <= 0:
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process (or no such pid at all)
         return False
     except OSError:  # exists, owned by someone else
         return True

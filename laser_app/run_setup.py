@@ -6,7 +6,7 @@ what a labelled-dev method reads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +14,7 @@ import torch
 
 from laser_adapters.methods import GOLD_RM
 from laser_app.config import RunConfig, answer_checker, check_lora_compatible
-from laser_app.data import ExampleLike, by_task, load_examples, task_of
+from laser_app.data import ExampleLike, Window, by_task, fit_prompts, load_examples, task_of
 from laser_app.dev_labels import DevCounts, dev_inputs, dev_rows
 from laser_app.errors import LaserError
 from laser_app.evaluation import cap_per_task
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 USER_DATA_MAX_NEW_TOKENS = 64
 #: Batches per iteration on the built-in world when the config does not set it (the compared setting).
 WORLD_BATCHES_PER_ITERATION = 100
-
 
 
 @dataclass
@@ -65,6 +64,65 @@ class Setup:
         if extract is None:
             return [list(rs) for rs in responses]
         return [[extract(task_of(ex), r, ex.answer) or r for r in rs] for ex, rs in zip(batch, responses, strict=True)]
+
+
+def policy_window(model: Any, tokenizer: Any) -> int | None:
+    """The policy's context window in tokens: its config's ``max_position_embeddings`` (or the older names
+    ``n_positions``, ``max_sequence_length``, ``seq_length``, ``n_ctx``), else the tokenizer's
+    ``model_max_length`` when it is a real limit; ``None`` when neither says (a model without one).
+
+    >>> from types import SimpleNamespace as NS
+    >>> policy_window(NS(config=NS(max_position_embeddings=256)), NS(model_max_length=10**30))
+    256
+    >>> policy_window(NS(config=NS()), NS(model_max_length=2048)), policy_window(NS(config=NS()), NS())
+    (2048, None)
+    """
+    config: Any = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx"):
+        value = getattr(text, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)  # transformers' "no limit" is about 1e30
+    return limit if isinstance(limit, int) and 0 < limit < 10**8 else None
+
+
+def _split_names(config: RunConfig) -> dict[str, str]:
+    """How an error names each split's source (``dev_labels``: the labelled dev prompts a method reads)."""
+    return {"train": f"data file {config.data}" if config.data is not None else "the built-in train split",
+            "eval": f"eval data file {config.eval_data}", "dev": "the built-in dev split",
+            "test": "the built-in test split",
+            "dev_labels": f"dev data file {config.dev_data}" if config.dev_data is not None
+            else "the built-in dev split"}
+
+
+def fit_splits(splits: Mapping[str, Sequence[ExampleLike]], config: RunConfig, *, model: Any, tokenizer: Any,
+               fmt: PromptFormat, max_new_tokens: int, console: Console | None,
+               names: Mapping[str, str]) -> tuple[dict[str, list[ExampleLike]], dict[str, Any]]:
+    """Each split's rows fitted to the policy's window as ``config.long_prompts`` says (see
+    :func:`~laser_app.data.fit_prompts`), and what resolved.json records: the window, the room a prompt has
+    and the prompts cut per split. One notice line when any were cut."""
+    tokens = policy_window(model, tokenizer)
+    info: dict[str, Any] = {"mode": config.long_prompts, "window": tokens, "room": None, "truncated": {}}
+    if tokens is None:
+        return {split: list(rows) for split, rows in splits.items()}, info
+    window = Window(tokens, max_new_tokens)
+    if window.room <= 0:
+        raise LaserError(f"--max-new-tokens {max_new_tokens} leaves no room for a prompt in the policy's window "
+                         f"({tokens} tokens); lower --max-new-tokens")
+    info["room"] = window.room
+    out = {}
+    for split, rows in splits.items():
+        out[split], info["truncated"][split] = fit_prompts(
+            rows, tokenizer=tokenizer, ask=fmt.policy_prompt, window=window, where=names.get(split, split),
+            mode=config.long_prompts)
+    cut = {split: n for split, n in info["truncated"].items() if n}
+    if cut and console is not None:
+        listed = ", ".join(f"{n} in {split}" for split, n in cut.items())
+        console.print(f"[yellow]note:[/] --long-prompts truncate: kept the last {window.room} tokens of the prompts "
+                      f"longer than that ({listed}; the policy's window is {tokens} tokens, {max_new_tokens} of "
+                      "them for the answer)", soft_wrap=True)
+    return out, info
 
 
 def prepare(config: RunConfig, *, progress: bool = True, console: Console | None = None,
@@ -116,9 +174,6 @@ def prepare(config: RunConfig, *, progress: bool = True, console: Console | None
         raise LaserError(f"--policy {config.policy}: RM {fixed!r} is not among the RMs in use; valid names: "
                          f"{', '.join(rm_names)}")
     load_rms(registry, rm_names, config.max_loaded_rms)
-    if config.policy == GOLD_RM:  # the answer checker ranks the samples: it reads every training label
-        registry.register(GOLD_RM, gold_rm(train, check), replace=True)
-        rm_names = [*rm_names, GOLD_RM]
     rm_for_task = config.rm_for_task
     if rm_for_task is None and world is not None and not own and config.rm_registry is None:
         rm_for_task = {t: rm for t, rm in world.rm_for_task.items() if rm in rm_names} or None
@@ -136,6 +191,17 @@ def prepare(config: RunConfig, *, progress: bool = True, console: Console | None
 
     max_new = config.max_new_tokens or (world.max_new_tokens if world is not None and not own
                                         else USER_DATA_MAX_NEW_TOKENS)
+    # prompts longer than the window fail (or are cut) now, before any sampling; LongBench's rows (``rows``)
+    # are cut in the middle by best-of-n itself
+    splits = {**({} if rows is not None else {"train": train}), **evaluation}
+    fitted, long_prompts = fit_splits(splits, config, model=model, tokenizer=tokenizer, fmt=fmt,
+                                      max_new_tokens=int(max_new), console=console,
+                                      names=_split_names(config))
+    train = fitted.pop("train", train)
+    evaluation = fitted
+    if config.policy == GOLD_RM:  # the answer checker ranks the samples: it reads every training label
+        registry.register(GOLD_RM, gold_rm(train, check), replace=True)
+        rm_names = [*rm_names, GOLD_RM]
     stop = world.stop if world is not None and not own else None
     batches = config.batches_per_iteration or (WORLD_BATCHES_PER_ITERATION if not own else None)
     resolved = {"batches_per_iteration": batches, "model": model_ref,
@@ -144,7 +210,7 @@ def prepare(config: RunConfig, *, progress: bool = True, console: Console | None
                 "evaluation": {split: len(examples) for split, examples in evaluation.items()},
                 "rm_registry": str(config.rm_registry) if config.rm_registry else f"built-in ({config.ood})",
                 "rms": rm_names, "rm_for_task": rm_for_task, "max_new_tokens": max_new, "stop": stop,
-                "threads": threads, "chat_template": fmt.templated,
+                "threads": threads, "chat_template": fmt.templated, "long_prompts": long_prompts,
                 "train_examples": len(train), "tasks": sorted(by_task(train)),
                 "world": None if world is None else str(world.path),
                 "labels": label_use(config, train_labelled=sum(ex.answer is not None for ex in train),
@@ -152,7 +218,11 @@ def prepare(config: RunConfig, *, progress: bool = True, console: Console | None
     dev, probe = None, None
     if label_kind(config) == "dev":  # a few labelled dev prompts per task, never the test split
         with torch_threads(threads):
-            dev, probe, info = dev_inputs(config, dev_rows(config, world), model=model, tokenizer=tokenizer,
+            dev_fitted, dev_long = fit_splits({"dev_labels": dev_rows(config, world)}, config, model=model,
+                                              tokenizer=tokenizer, fmt=fmt, max_new_tokens=int(max_new),
+                                              console=console, names=_split_names(config))
+            long_prompts["truncated"].update(dev_long["truncated"])
+            dev, probe, info = dev_inputs(config, dev_fitted["dev_labels"], model=model, tokenizer=tokenizer,
                                           registry=registry, rm_names=rm_names, max_new_tokens=int(max_new),
                                           stop=fmt.stop(stop), check=check, ask=fmt.policy_prompt)
         resolved.update(info)

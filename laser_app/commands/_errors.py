@@ -37,8 +37,8 @@ def user_error_lines(err: BaseException) -> list[str] | None:
     >>> user_error_lines(ZeroDivisionError()) is None
     True
     """
-    if isinstance(err, LaserError):
-        return [str(err)]
+    if isinstance(err, LaserError):  # one message, one line each (a message may list several problems)
+        return str(err).splitlines() or [type(err).__name__]
     if isinstance(err, ValidationError):
         return ["invalid configuration: " + line for line in format_validation_error(err)]
     for module, name in _ADAPTER_ERRORS:

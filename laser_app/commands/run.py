@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from laser_app.commands._errors import user_errors
 from laser_app.commands.options import config_options, given_settings
-from laser_app.config import flag_name, parse_value, resolve_config
+from laser_app.config import RunConfig, flag_name, format_validation_error, parse_value, resolve_config
 from laser_app.errors import ConfigError, LaserError
 
 if TYPE_CHECKING:
@@ -24,18 +26,54 @@ RUN = "Run"
 
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:
-    """``--set key=value`` pairs as config values (values read as YAML scalars: 3, 0.5, true, [a, b]).
+    """``--set key=value`` pairs as config values (values read as YAML scalars: 3, 0.5, true, [a, b]); an
+    unknown key is a :class:`ConfigError` naming the item as given.
 
     >>> parse_set(["lora-r=16", "quantile_low=0.1", "rm_for_task=math=rm-a"])
     {'lora_r': 16, 'quantile_low': 0.1, 'rm_for_task': 'math=rm-a'}
+    >>> parse_set(["itrations=2"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    laser_app.errors.ConfigError: --set itrations=2: unknown setting 'itrations'; did you mean iterations, ...?...
     """
-    out: dict[str, Any] = {}
+    return {key: value for key, (_, value) in set_items(items).items()}
+
+
+def set_items(items: list[str] | None) -> dict[str, tuple[str, Any]]:
+    """``--set`` pairs by config field: the item as the user wrote it and its value (see :func:`parse_set`)."""
+    out: dict[str, tuple[str, Any]] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        out[key.strip().replace("-", "_")] = parse_value(raw)
+        name = key.strip().replace("-", "_")
+        if name not in RunConfig.model_fields:
+            close = difflib.get_close_matches(name, list(RunConfig.model_fields), n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ConfigError(f"--set {item}: unknown setting {key.strip()!r}; {hint}(the settings are laser run's "
+                              "flags without the dashes: see laser run --help)")
+        out[name] = (item, parse_value(raw))
     return out
+
+
+def resolve_run_config(config: Path | None, set_: list[str] | None, settings: dict[str, Any]) -> RunConfig:
+    """The run's configuration: ``--config``, then ``--set``, then the flags given (flags win). A bad value
+    from ``--set`` is one line naming the item as given (``--set lora_r=abc: ...``)."""
+    from_set = set_items(set_)
+    flags = given_settings(settings)
+    try:
+        return resolve_config(config, {**{k: v for k, (_, v) in from_set.items()}, **flags})
+    except ValidationError as err:
+        lines = []
+        for e, line in zip(err.errors(include_url=False), format_validation_error(err), strict=True):
+            field = str(e["loc"][0]) if e["loc"] else ""
+            if field in from_set and field not in flags:
+                at = ".".join(str(p) for p in e["loc"][1:])
+                msg = str(e["msg"]).removeprefix("Value error, ")
+                lines.append(f"--set {from_set[field][0]}: {msg}" + (f" (at {at})" if at else ""))
+            else:
+                lines.append("invalid configuration: " + line)
+        raise ConfigError("\n".join(lines)) from None
 
 
 def check_resume_alone(config: Path | None, set_: list[str] | None, settings: dict[str, Any]) -> None:
@@ -79,7 +117,7 @@ def run(
         folder = resume
         _execute(lambda loop, console: loop.resume_laser(folder, progress=progress, console=console))
     else:
-        cfg = resolve_config(config, {**parse_set(set_), **given_settings(settings)})
+        cfg = resolve_run_config(config, set_, settings)
         _execute(lambda loop, console: loop.run_laser(cfg, progress=progress, console=console))
 
 
@@ -88,11 +126,15 @@ def _execute(start: Callable[[ModuleType, Console], RunSummary]) -> None:
     from rich.console import Console
     from transformers.utils import logging as hf_logging
 
-    from laser_app import loop
+    from laser_app import distributed, loop
 
     hf_logging.disable_progress_bar()  # per-model loading bars would break up the run's own bar
     from laser_app.report import render_summary
 
-    summary = start(loop, Console(stderr=True))
-    render_summary(summary.metrics, Console())
-    typer.echo(f"run folder: {summary.run_dir}")
+    try:
+        summary = start(loop, Console(stderr=True))
+    finally:
+        distributed.close()  # under accelerate launch, also after an error: exiting in the group can abort
+    if distributed.is_main():  # under accelerate launch, process 0 prints the summary
+        render_summary(summary.metrics, Console())
+        typer.echo(f"run folder: {summary.run_dir}")

@@ -6,7 +6,8 @@ its own), a selector name (``linucb``, ``random``, ``fixed:rm-a``, ``ensemble-sc
 LASeR alias from :data:`METHOD_ALIASES`, or any of these with ``RunConfig`` overrides in brackets:
 ``linucb[scope=global,mab_reward=dpo+nll]``. Each method runs once per ood kind of the built-in RMs, world
 seed and run seed (a *unit* is a world seed x run seed pair) into its own run folder under the compare
-folder; complete runs are reused when the command is repeated, failed or interrupted ones run again.
+folder; complete runs are reused when the command is repeated, failed or interrupted ones continue from
+their checkpoints (or run again when they have none).
 ``--preset`` fills the methods and options of a named table (:data:`PRESETS`).
 
 The summary orders methods by the label budget their runs recorded (none, dev-N, all, oracle; DESIGN.md,
@@ -42,7 +43,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -77,6 +78,7 @@ from laser_app.compare.methods import (
 )
 from laser_app.compare.plan import (
     PlannedRun,
+    RunKey,
     SharedSettings,
     base_config,
     check_method_configs,
@@ -225,9 +227,10 @@ def run_compare(methods: Sequence[Method] | None, *, seeds: int | None = None,
     every run gets (method settings win; a preset's settings lose to them). ``oods`` default to the preset's,
     else every kind of the built-in RMs; they do not apply to an ``rm_registry`` of the user's.
     ``world_seeds`` default to the preset's, else the shared ``world_seed``. ``seeds`` default to the
-    preset's, else :data:`DEFAULT_SEEDS`. Complete runs already in ``out`` are reused (``rerun`` runs them
-    again). Bad input raises :class:`~laser_app.errors.LaserError` before anything runs; a run that fails is
-    recorded in ``failures`` and the others go on.
+    preset's, else :data:`DEFAULT_SEEDS`. Complete runs already in ``out`` are reused and stopped ones with a
+    checkpoint continue from it (``rerun`` runs them all again). Bad input raises
+    :class:`~laser_app.errors.LaserError` before anything runs; a run that fails is recorded in ``failures``
+    and the others go on.
     """
     from rich.console import Console
 
@@ -277,7 +280,8 @@ def run_compare(methods: Sequence[Method] | None, *, seeds: int | None = None,
     t0 = time.perf_counter()
     with runs_bar(console, total=len(unique), done=reused, enabled=progress) as bar:
         failures = _run_pending(pending, root, jobs=jobs, bar=bar, show_ood=len(ood_list) > 1,
-                                show_world=len(worlds) > 1, console=console)
+                                show_world=len(worlds) > 1, console=console,
+                                resume={key for key, state in states.items() if state == "resumable"})
     user_errors = [f for f in failures if f["status"] == "user_error"]
     if user_errors:
         f = user_errors[0]
@@ -333,8 +337,9 @@ def _draw(data: Mapping[str, Any], root: Path) -> list[Path]:
 
 
 def _run_pending(pending: Sequence[PlannedRun], root: Path, *, jobs: int, bar: RunsBar, show_ood: bool,
-                 show_world: bool, console: Console) -> list[dict[str, Any]]:
-    """Run ``pending`` with progress on ``bar``; returns one entry per run that did not complete."""
+                 show_world: bool, console: Console, resume: Collection[RunKey] = ()) -> list[dict[str, Any]]:
+    """Run ``pending`` with progress on ``bar`` (those in ``resume`` from their checkpoints); returns one entry
+    per run that did not complete."""
     failures: list[dict[str, Any]] = []
 
     def started(run: PlannedRun) -> None:
@@ -348,10 +353,10 @@ def _run_pending(pending: Sequence[PlannedRun], root: Path, *, jobs: int, bar: R
                              "run_dir": _rel(run.path, root), "log": _rel(run.path.with_suffix(".log"), root)})
 
     try:
-        execute_runs(pending, jobs=jobs, on_start=started, on_done=finished)
+        execute_runs(pending, jobs=jobs, resume=resume, on_start=started, on_done=finished)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted;[/] run the same command with --out {root} to resume "
-                      "(complete runs are kept)")
+                      "(complete runs are kept, stopped ones continue from their checkpoints)")
         raise
     return failures
 

@@ -11,7 +11,7 @@ import os
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from laser_app.compare.plan import PlannedRun, RunKey
 from laser_app.config import RunConfig, format_validation_error
-from laser_app.errors import LaserError
+from laser_app.errors import LaserError, RunDirError
 
 #: One run's outcome: ``{"status": "complete" | "failed" | "user_error", "error": str | None, "seconds"}``.
 Outcome = dict[str, Any]
@@ -28,26 +28,38 @@ Outcome = dict[str, Any]
 _WORKER_LIMITS: list[Any] = []
 
 
-def execute_run(config: dict[str, Any], log_path: str) -> Outcome:
-    """Run one configuration (in a worker process or in-process); never raises for a failed run.
+def execute_run(config: dict[str, Any], log_path: str, resume: bool = False) -> Outcome:
+    """Run one configuration (in a worker process or in-process); never raises for a failed run. With
+    ``resume``, continue the stopped run in its folder (``config["out"]``) from its checkpoint; a checkpoint
+    that cannot be restored runs it from the start.
 
     Returns ``{"status": "complete" | "failed" | "user_error", "error": str | None, "seconds": float}``;
-    the run's console output and warnings go to ``log_path``.
+    the run's console output and warnings go to ``log_path`` (appended to when resuming).
     """
     from rich.console import Console
     from transformers.utils import logging as hf_logging
 
-    from laser_app.loop import run_laser
+    from laser_app.loop import resume_laser, run_laser
 
     hf_logging.disable_progress_bar()
     t0 = time.perf_counter()
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", encoding="utf-8") as log, warnings.catch_warnings(record=True) as caught:
+    with open(log_path, "a" if resume else "w", encoding="utf-8") as log, \
+            warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         status, error = "complete", None
+        console = Console(file=log, width=120, no_color=True)
         try:
             cfg = RunConfig.model_validate(config)
-            run_laser(cfg, progress=False, console=Console(file=log, width=120, no_color=True))
+            if resume:
+                try:
+                    log.write(f"resuming {cfg.out} from its checkpoint\n")
+                    resume_laser(Path(str(cfg.out)), progress=False, console=console)
+                except RunDirError as err:  # a damaged checkpoint, or other batches: start over
+                    log.write(f"cannot resume ({err}); running it from the start\n")
+                    resume = False
+            if not resume:
+                run_laser(cfg, progress=False, console=console)
         except (LaserError, ValidationError) as err:
             status = "user_error"
             error = str(err) if isinstance(err, LaserError) else "; ".join(format_validation_error(err))
@@ -100,22 +112,23 @@ def _one_thread() -> Iterator[None]:
             limits.restore_original_limits()
 
 
-def execute_runs(runs: Sequence[PlannedRun], *, jobs: int,
+def execute_runs(runs: Sequence[PlannedRun], *, jobs: int, resume: Collection[RunKey] = (),
                  on_start: Callable[[PlannedRun], None] = lambda run: None,
                  on_done: Callable[[PlannedRun, Outcome], None] = lambda run, out: None) -> dict[RunKey, Outcome]:
-    """Run ``runs``: in this process when ``jobs`` is 1, else in ``jobs`` spawned worker processes.
+    """Run ``runs``: in this process when ``jobs`` is 1, else in ``jobs`` spawned worker processes; those whose
+    keys are in ``resume`` continue from their checkpoints.
 
     A user error (bad data, missing model, ...) stops the remaining runs, since every run would hit it.
     """
     if not runs:
         return {}
-    payload = [(r.config.model_dump(mode="json"), str(r.path.with_suffix(".log"))) for r in runs]
+    payload = [(r.config.model_dump(mode="json"), str(r.path.with_suffix(".log")), r.key in resume) for r in runs]
     if jobs == 1:
         return _in_process(runs, payload, on_start, on_done)
     return _in_workers(runs, payload, jobs, on_start, on_done)
 
 
-def _in_process(runs: Sequence[PlannedRun], payload: Sequence[tuple[dict[str, Any], str]],
+def _in_process(runs: Sequence[PlannedRun], payload: Sequence[tuple[dict[str, Any], str, bool]],
                 on_start: Callable[[PlannedRun], None],
                 on_done: Callable[[PlannedRun, Outcome], None]) -> dict[RunKey, Outcome]:
     outcomes: dict[RunKey, Outcome] = {}
@@ -129,7 +142,7 @@ def _in_process(runs: Sequence[PlannedRun], payload: Sequence[tuple[dict[str, An
     return outcomes
 
 
-def _in_workers(runs: Sequence[PlannedRun], payload: Sequence[tuple[dict[str, Any], str]], jobs: int,
+def _in_workers(runs: Sequence[PlannedRun], payload: Sequence[tuple[dict[str, Any], str, bool]], jobs: int,
                 on_start: Callable[[PlannedRun], None],
                 on_done: Callable[[PlannedRun, Outcome], None]) -> dict[RunKey, Outcome]:
     import multiprocessing

@@ -134,16 +134,10 @@ def rm_names_for(cfg: RunConfig, world: World | None) -> list[str]:
     """
     if cfg.rms is not None:
         return list(cfg.rms)
-    if cfg.rm_registry is not None:
-        from laser_adapters.reward_models.registry import RMRegistry
+    if cfg.rm_registry is not None:  # read as laser run reads it: the same one-line errors
+        from laser_app.rms import load_registry
 
-        if not Path(cfg.rm_registry).is_file():
-            raise LaserError(f"RM registry {cfg.rm_registry} does not exist; pass a TOML or YAML file with a "
-                             "table `rms` keyed by name")
-        try:
-            return list(RMRegistry.from_file(cfg.rm_registry).names)
-        except (ValueError, TypeError, KeyError) as err:
-            raise LaserError(f"RM registry {cfg.rm_registry}: {err}") from err
+        return list(load_registry(cfg, world).names)
     if world is None:
         raise LaserError("no RMs to compare: pass --rms, --rm-registry, or use the built-in world")
     return list(world.registry(ood=cfg.ood).names)
@@ -255,8 +249,9 @@ def plan_runs(methods: Sequence[Method], shared: Mapping[str, Any], *, seeds: in
 
 
 def run_state(run: PlannedRun) -> str:
-    """``complete`` (reusable), ``pending`` (missing, failed or interrupted) or raises when the folder holds
-    a complete run made with other settings, or something that is not a run folder."""
+    """``complete`` (reusable), ``resumable`` (stopped with a checkpoint, made with the same settings: it
+    continues from there), ``pending`` (missing, or stopped otherwise: it runs from the start) or raises when
+    the folder holds a complete run made with other settings, or something that is not a run folder."""
     path = run.path
     if not path.exists():
         return "pending"
@@ -268,7 +263,7 @@ def run_state(run: PlannedRun) -> str:
         raise RunDirError(f"{path} exists but is not a run folder; move it away or choose another "
                           "--out") from None
     if status["state"] != "complete" or not (path / METRICS).is_file():
-        return "pending"
+        return "resumable" if _resumable(run) else "pending"
     old = read_json(path / CONFIG) if (path / CONFIG).is_file() else {}
     resolved = read_json(path / RESOLVED) if (path / RESOLVED).is_file() else {}
     diff = config_diff(effective_config(old, resolved.get("mab_reward")),
@@ -277,3 +272,17 @@ def run_state(run: PlannedRun) -> str:
         raise RunDirError(f"run folder {path} was made with other settings ({'; '.join(diff[:5])}); pass "
                           "--rerun to replace the compare's runs, or choose another --out")
     return "complete"
+
+
+def _resumable(run: PlannedRun) -> bool:
+    """Whether the unfinished run in ``run.path`` can continue: it stopped (not still running), left a
+    checkpoint and was started with the settings planned now."""
+    from laser_app.checkpoint import find_checkpoint  # imports torch: only for an unfinished run
+
+    folder = RunDir(run.path)
+    try:
+        state, old = folder.state(), folder.config()
+    except RunDirError:
+        return False
+    return (state in ("failed", "interrupted", "crashed") and bool(old) and find_checkpoint(run.path) is not None
+            and not config_diff(old, run.config.model_dump(mode="json")))

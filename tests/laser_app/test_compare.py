@@ -67,7 +67,7 @@ def test_run_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 0, result.output
     assert seen["preset"].name == "evidence-quick" and seen["world_seeds"] == [1, 0]
     assert (seen["seeds"], seen["oods"], seen["shared"]) == (None, None, {})
-    for args, message in ((["--itrations", "2"], "unknown setting 'itrations'; did you mean --iterations?"),
+    for args, message in ((["--itrations", "2"], "unknown setting 'itrations'; did you mean --iterations"),
                           (["--seed", "1"], "use --seeds N"), (["--policy", "lints"], "name it in --methods"),
                           (["--iterations"], "requires an argument"),
                           (["2"], "unexpected argument '2'")):
@@ -219,6 +219,44 @@ def test_a_failing_method_is_reported_and_the_others_finish(tiny: dict[str, Path
     assert data["summary"][OOD]["methods"] == ["fixed:rm-a"]
 
 
+def test_a_stopped_run_continues_from_its_checkpoint(tiny: dict[str, Path], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import laser_app.loop
+
+    out = tmp_path / "cmp"
+    args = compare_args(tiny, out, "--methods", "random", "--seeds", "1")
+    run = out / "runs" / OOD / "world0" / "random" / "seed0"
+    real = laser_app.loop.evaluate_examples
+    calls: list[int] = []
+
+    def stopped_after_training(*a: Any, **k: Any) -> Any:  # Ctrl-C while evaluating after the iteration
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(laser_app.loop, "evaluate_examples", stopped_after_training)
+    assert runner.invoke(cli(), args).exit_code == 130
+    assert RunDir(run).state() == "interrupted" and (run / "checkpoint").is_dir()
+    monkeypatch.undo()
+
+    def started_over(*a: Any, **k: Any) -> Any:
+        raise AssertionError("the stopped run started over")
+
+    monkeypatch.setattr(laser_app.loop, "run_laser", started_over)
+    result = runner.invoke(cli(), args)
+    assert result.exit_code == 0, (result.output, (run.with_suffix(".log")).read_text())
+    assert "1 runs: 1 run now, 0 reused, 0 failed" in " ".join(result.stdout.split())
+    assert f"resuming {run} from its checkpoint" in run.with_suffix(".log").read_text()
+    assert RunDir(run).state() == "complete" and [e["step"] for e in RunDir(run).events()] == [0, 1]
+
+    # a stopped run without a checkpoint (this one finished, which removed it) runs from the start
+    RunDir(run).mark_failed("killed")
+    monkeypatch.undo()
+    result = runner.invoke(cli(), args)
+    assert result.exit_code == 0 and "resuming" not in run.with_suffix(".log").read_text()
+
+
 @pytest.mark.parametrize("extra, message", [
     (("--seeds", "0"), "error: --seeds must be an integer >= 1, got 0"),
     (("--methods", "laser,greedy"), "error: unknown method 'greedy'; valid: sft, laser, laser-paper"),
@@ -226,7 +264,7 @@ def test_a_failing_method_is_reported_and_the_others_finish(tiny: dict[str, Path
     (("--methods", "laser", "--ood", "noise"), "error: --ood sets how the built-in RMs judge other domains"),
     (("--methods", "laser", "--reference", "random"), "error: --reference 'random' is not among the methods"),
     (("--methods", "laser", "--itrations", "2"),
-     "error: option --itrations: unknown setting 'itrations'; did you mean --iterations?"),
+     "error: option --itrations: unknown setting 'itrations'; did you mean --iterations"),
     (("--methods", "laser", "--seed", "2"), "error: option --seed: 'seed' cannot be set here"),
     (("--preset", "full"), "error: --preset 'full' is unknown; valid: evidence, evidence-quick"),
     (("--methods", "laser", "--world-seeds", "0,x"), "error: --world-seeds '0,x': expected integers >= 0"),
