@@ -32,6 +32,7 @@ from laser_app.batching import derive_seed
 from laser_app.config import RunConfig
 from laser_app.data import ExampleLike, task_of
 from laser_app.errors import LaserError
+from laser_app.evaluation import cap_per_task
 from laser_app.events import BON_PARTS
 from laser_app.longbench import MAX_NEW_TOKENS, LongExample, load_longbench, truncate_examples, truncated_counts
 from laser_app.policy import torch_threads
@@ -77,28 +78,67 @@ def bon_config(config: RunConfig, rows: Sequence[ExampleLike]) -> RunConfig:
     return config.model_copy(update={"mab_reward": reward, "granularity": granularity})
 
 
-def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None = None,
-            longbench: Path | None = None, datasets: Sequence[str] | None = None) -> BonSummary:
-    """Answer the evaluation prompts best-of-n with the RM the selector picks; write a run folder.
+@dataclass
+class BonInputs:
+    """What every best-of-n run over the same prompts shares: the resolved config (the suite's policy and RMs
+    filled in), the loaded set-up, and the prompts in their original order."""
 
-    The prompts are the built-in test split, ``--data`` (whose rows need an ``answer`` for accuracy), or a
-    LongBench JSONL file (``longbench``, optionally only ``datasets``): prompts built per dataset, cut in the
-    middle to fit the policy's window, scored by LongBench's metrics (F1 and EM per dataset).
-    """
-    t_start = time.perf_counter()
+    config: RunConfig
+    setup: Setup
+    rows: list[ExampleLike]
+
+
+def bon_inputs(config: RunConfig, *, progress: bool = True, console: Console | None = None,
+               longbench: Path | None = None, datasets: Sequence[str] | None = None,
+               suite: str | None = None) -> BonInputs:
+    """Resolve and load what :func:`answer_bon` needs; every input error surfaces here, before any run folder."""
     _check_reward(config.mab_reward, allowed=(*BON_REWARDS, "auto"))  # before anything loads
-    RunDir.check_creatable(config.out or default_out(f"bon-{config.policy}"), overwrite=config.overwrite)
+    check_sources(config, longbench=longbench, suite=suite, datasets=datasets)
     console = console or stderr_console()
-    long_rows = None if longbench is None else load_longbench(longbench, datasets=datasets)
+    long_rows: list[LongExample] | None
+    if suite is not None:
+        config, long_rows = suite_inputs(config, datasets=datasets, progress=progress)
+    else:
+        long_rows = None if longbench is None else load_longbench(longbench, datasets=datasets)
+    if long_rows is not None and config.eval_size is not None:
+        long_rows = [ex for ex in cap_per_task(long_rows, config.eval_size) if isinstance(ex, LongExample)]
     setup = prepare(config.model_copy(update={"mab_reward": "nll"}), progress=progress, console=console,
                     rows=long_rows, training=False)
     rows: list[ExampleLike] = (list(fit_window(setup, long_rows, config)) if long_rows is not None
                                else list(setup.train if config.data is not None else setup.evaluation["test"]))
     if config.mab_reward == "gold" and any(ex.answer is None for ex in rows):
         raise LaserError("--mab-reward gold needs an \"answer\" on every row; add answers or use nll")
-    given, config = config, bon_config(config, rows)
-    order = np.random.default_rng(np.random.SeedSequence([config.seed, 3])).permutation(len(rows))
-    rows = [rows[i] for i in order]
+    return BonInputs(config=config, setup=setup, rows=rows)
+
+
+def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None = None,
+            longbench: Path | None = None, datasets: Sequence[str] | None = None,
+            suite: str | None = None) -> BonSummary:
+    """Answer the evaluation prompts best-of-n with the RM the selector picks; write a run folder.
+
+    The prompts are the built-in test split, ``--data`` (whose rows need an ``answer`` for accuracy), a
+    LongBench JSONL file (``longbench``, optionally only ``datasets``): prompts built per dataset, cut in the
+    middle to fit the policy's window, scored by LongBench's metrics (F1 and EM per dataset), or the built-in
+    long-document suite (``suite="longbench"``: its test split, policy and specialist RMs, unless ``--model`` or
+    ``--rm-registry`` name others).
+    """
+    t_start = time.perf_counter()
+    RunDir.check_creatable(config.out or default_out(f"bon-{config.policy}"), overwrite=config.overwrite)
+    console = console or stderr_console()
+    inputs = bon_inputs(config, progress=progress, console=console, longbench=longbench, datasets=datasets,
+                        suite=suite)
+    return answer_bon(inputs, inputs.config, progress=progress, console=console, started=t_start)
+
+
+def answer_bon(inputs: BonInputs, config: RunConfig, *, progress: bool = True, console: Console | None = None,
+               started: float | None = None) -> BonSummary:
+    """One best-of-n run over ``inputs``' prompts with ``config``'s method, seed and run folder."""
+    t_start = time.perf_counter() if started is None else started
+    console = console or stderr_console()
+    setup = inputs.setup
+    given, config = config, bon_config(config, inputs.rows)
+    order = np.random.default_rng(np.random.SeedSequence([config.seed, 3])).permutation(len(inputs.rows))
+    rows = [inputs.rows[i] for i in order]
     selector, encoder, reuse_states = selector_for(config, model=setup.model, tokenizer=setup.tokenizer,
                                                  rm_names=setup.rm_names, rm_for_task=setup.rm_for_task,
                                                  dev=setup.dev)
@@ -187,6 +227,49 @@ def _bon_batch(b: int, batch: Sequence[ExampleLike], config: RunConfig, setup: S
             "sample_accuracy": samples_right, "nll": nlls.tolist(),
             "mean_nll": float(nlls.mean()), "answers": best, "feedback": feedback,
             "seconds": {k: round(v, 6) for k, v in secs.items()}}
+
+
+#: The built-in suites ``laser bon --suite`` answers.
+SUITES = ("longbench",)
+
+
+def check_sources(config: RunConfig, *, longbench: Path | None, suite: str | None,
+                  datasets: Sequence[str] | None) -> None:
+    """One source of prompts at a time, a known suite, and known dataset names for it (before anything loads)."""
+    given = [flag for flag, value in (("--suite", suite), ("--longbench", longbench), ("--data", config.data))
+             if value is not None]
+    if len(given) > 1:
+        raise LaserError(f"{' and '.join(given)} both name the prompts to answer; pass one of them")
+    if suite is not None and suite not in SUITES:
+        raise LaserError(f"unknown suite {suite!r}; built-in suites: {', '.join(SUITES)} (the long-document QA "
+                         "suite); for LongBench's own files use --longbench FILE")
+    if datasets is not None and longbench is None and suite is None:
+        raise LaserError("--datasets picks datasets of --longbench FILE or --suite longbench; pass one of them")
+    if suite is not None and datasets is not None:
+        from laser_app.world.longdoc import SUBSETS
+
+        unknown = [d for d in datasets if d not in SUBSETS]
+        if unknown:
+            raise LaserError(f"unknown dataset {', '.join(map(repr, unknown))} in --suite {suite}; its datasets: "
+                             f"{', '.join(SUBSETS)}")
+
+
+def suite_inputs(config: RunConfig, *, datasets: Sequence[str] | None,
+                 progress: bool) -> tuple[RunConfig, list[LongExample]]:
+    """The built-in long-document suite's test rows, and ``config`` pointed at its policy and RMs (each kept
+    when the user named another with ``--model`` / ``--rm-registry``); the suite is built on first use."""
+    from laser_app.world.suite import load_suite
+
+    built = load_suite(config.cache_dir, seed=config.world_seed, scale=config.world_scale, progress=progress)
+    rows = [ex for ex in built.data["test"] if datasets is None or ex.dataset in datasets]
+    update: dict[str, Any] = {}
+    if config.model is None:
+        update["model"] = str(built.policy_path)
+    if config.rm_registry is None:
+        update["rm_registry"] = built.registry_file
+        if config.rm_for_task is None:
+            update["rm_for_task"] = dict(built.rm_for_task)
+    return config.model_copy(update=update), rows
 
 
 def answer_scores(example: ExampleLike, answer: str) -> tuple[float | None, float | None]:

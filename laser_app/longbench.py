@@ -65,6 +65,12 @@ PROMPTS: dict[str, str] = {
                  "Worked examples come first.\n\n{context}\n\n{input}"),
     "samsum": "Sum up the dialogue in a few short sentences. Worked examples come first.\n\n{context}\n\n{input}",
     "lsht": "请判断下面这条新闻属于哪一类，先给出几个示例。\n\n{context}\n{input}",
+    # the built-in long-document suite (laser_app.world.longdoc): its word-level policy reads lower-case words
+    # and separate punctuation marks only
+    "doc-single": "read the document and answer the question .\n{context}\nquestion : {input}\nanswer :",
+    "doc-multi": "read the passages and answer the question .\n{context}\nquestion : {input}\nanswer :",
+    "doc-fewshot": ("read the examples and the document , then answer the last question .\n{context}\n"
+                    "question : {input}\nanswer :"),
 }
 
 #: LongBench's task groups covered here.
@@ -72,6 +78,7 @@ SUBSETS: dict[str, tuple[str, ...]] = {
     "single-doc": ("narrativeqa", "qasper", "multifieldqa_en", "multifieldqa_zh"),
     "multi-doc": ("hotpotqa", "2wikimqa", "musique", "dureader"),
     "few-shot": ("trec", "triviaqa", "samsum", "lsht"),
+    "built-in": ("doc-single", "doc-multi", "doc-fewshot"),
 }
 
 #: LongBench's ``max_new_tokens`` per dataset (``config/dataset2maxlen.json``).
@@ -79,6 +86,7 @@ MAX_NEW_TOKENS: dict[str, int] = {
     "narrativeqa": 128, "qasper": 128, "multifieldqa_en": 64, "multifieldqa_zh": 64,
     "hotpotqa": 32, "2wikimqa": 32, "musique": 32, "dureader": 128,
     "trec": 64, "triviaqa": 32, "samsum": 128, "lsht": 64,
+    "doc-single": 4, "doc-multi": 4, "doc-fewshot": 4,
 }
 
 #: Datasets whose rows must carry ``all_classes`` (classification accuracy needs the label set).

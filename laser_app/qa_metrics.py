@@ -43,11 +43,13 @@ DATASET_METRIC: dict[str, str] = {
     "trec": "classification", "triviaqa": "qa_f1", "samsum": "rouge", "lsht": "classification",
     "passage_retrieval_en": "retrieval", "passage_count": "count", "passage_retrieval_zh": "retrieval_zh",
     "lcc": "code_sim", "repobench-p": "code_sim",
+    # the built-in long-document suite (laser_app.world.longdoc), scored like LongBench's QA datasets
+    "doc-single": "qa_f1", "doc-multi": "qa_f1", "doc-fewshot": "qa_f1",
 }
 #: Metrics :func:`score_prediction` implements.
 SUPPORTED_METRICS = ("qa_f1", "qa_f1_zh", "classification")
 #: Datasets whose answers are cut to their first line before scoring (LongBench's few-shot datasets).
-FIRST_LINE_DATASETS = frozenset({"trec", "triviaqa", "samsum", "lsht"})
+FIRST_LINE_DATASETS = frozenset({"trec", "triviaqa", "samsum", "lsht", "doc-fewshot"})
 #: Datasets whose exact match uses the Chinese normalization.
 CHINESE_DATASETS = frozenset({"multifieldqa_zh", "dureader", "vcsum", "lsht", "passage_retrieval_zh"})
 

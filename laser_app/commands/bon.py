@@ -8,9 +8,9 @@ from typing import Annotated, Any
 import typer
 
 from laser_app.commands._errors import user_errors
-from laser_app.commands.options import config_options, given_settings
-from laser_app.commands.run import RUN, parse_set
-from laser_app.config import resolve_config
+from laser_app.commands.options import config_options
+from laser_app.commands.run import RUN, resolve_run_config
+from laser_app.config import RunConfig
 
 #: The run settings that mean something without training (the rest are accepted through --config/--set).
 BON_FIELDS = ("policy", "alpha", "ridge", "discount", "epsilon", "epsilon_decay", "mixing", "ucb_c",
@@ -18,6 +18,7 @@ BON_FIELDS = ("policy", "alpha", "ridge", "discount", "epsilon", "epsilon_decay"
               "rm_for_task", "model", "data", "world_seed", "world_scale", "cache_dir", "device", "threads",
               "batch_size", "n_responses", "temperature", "top_p", "max_new_tokens", "eval_size", "seed", "out",
               "overwrite")
+COMPARE = "Comparison"
 #: Where best-of-n reads a setting differently from training.
 BON_HELP = {
     "mab_reward": "Bandit reward: nll (the negative NLL of the chosen answer under the policy; no labels), "
@@ -45,12 +46,34 @@ def bon(
         "the middle to fit the policy's window, scored by LongBench's F1 and exact match per dataset."),
         rich_help_panel=RUN, show_default=False)] = None,
     datasets: Annotated[str | None, typer.Option(help=(
-        "With --longbench: only these datasets, comma-separated (e.g. hotpotqa,trec)."),
+        "With --longbench or --suite: only these datasets, comma-separated (e.g. hotpotqa,trec or doc-multi)."),
         rich_help_panel=RUN, show_default=False)] = None,
+    suite: Annotated[str | None, typer.Option(help=(
+        "A built-in suite to answer: longbench (long-document QA in three LongBench-like subsets, doc-single, "
+        "doc-multi and doc-fewshot, with its own policy and one specialist RM per subset; built into the "
+        "cache on first use)."), rich_help_panel=RUN, show_default=False)] = None,
+    compare: Annotated[bool, typer.Option("--compare", help=(
+        "Compare methods on the same prompts and samples over --seeds run seeds: greedy (n = 1), each single "
+        "RM, random, the score ensemble, the agreement vote, the LASeR --policies, the oracle routing and "
+        "pass@n; writes bon_compare.json/.csv/.md/.png to --out."), rich_help_panel=COMPARE)] = False,
+    seeds: Annotated[int, typer.Option(help="With --compare: run seeds per method.",
+                                       rich_help_panel=COMPARE)] = 3,
+    methods: Annotated[str | None, typer.Option(help=(
+        "With --compare: the methods, comma-separated (default: greedy, fixed:RM for each RM, random, "
+        "ensemble-score, ensemble-agree, the --policies, oracle)."), rich_help_panel=COMPARE,
+        show_default=False)] = None,
+    policies: Annotated[str, typer.Option(help=(
+        "With --compare: the LASeR bandit policies among the default methods, comma-separated."),
+        rich_help_panel=COMPARE)] = "linucb",
     **settings: Any,
 ) -> None:
     """Answer prompts best-of-n: per prompt the selector picks an RM and the RM picks the best sample."""
-    cfg = resolve_config(config, {**parse_set(set_), **given_settings(settings)})
+    cfg = resolve_run_config(config, set_, settings)
+    names = None if datasets is None else [d.strip() for d in datasets.split(",") if d.strip()]
+    if compare:
+        _compare(cfg, progress=progress, longbench=longbench, datasets=names, suite=suite, seeds=seeds,
+                 methods=methods, policies=policies)
+        return
 
     from rich.console import Console
     from transformers.utils import logging as hf_logging
@@ -59,7 +82,25 @@ def bon(
     from laser_app.report import render_bon
 
     hf_logging.disable_progress_bar()
-    names = None if datasets is None else [d.strip() for d in datasets.split(",") if d.strip()]
-    summary = run_bon(cfg, progress=progress, console=Console(stderr=True), longbench=longbench, datasets=names)
+    summary = run_bon(cfg, progress=progress, console=Console(stderr=True), longbench=longbench, datasets=names,
+                      suite=suite)
     render_bon(summary.metrics, Console())
     typer.echo(f"run folder: {summary.run_dir}")
+
+
+def _compare(cfg: RunConfig, *, progress: bool, longbench: Path | None, datasets: list[str] | None,
+             suite: str | None, seeds: int, methods: str | None, policies: str) -> None:
+    from rich.console import Console
+    from transformers.utils import logging as hf_logging
+
+    from laser_app.bon_compare import markdown, run_bon_compare
+    from laser_app.run_dir import default_out
+
+    hf_logging.disable_progress_bar()
+    out = cfg.out or default_out("bon-compare")
+    data = run_bon_compare(cfg, out=Path(out), seeds=seeds, progress=progress, console=Console(stderr=True),
+                           longbench=longbench, datasets=datasets, suite=suite,
+                           methods=None if methods is None else [m.strip() for m in methods.split(",") if m.strip()],
+                           policies=[p.strip() for p in policies.split(",") if p.strip()])
+    Console().print(markdown(data), markup=False, soft_wrap=True)
+    typer.echo(f"comparison folder: {out}")

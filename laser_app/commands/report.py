@@ -13,7 +13,8 @@ from laser_app.commands._errors import user_errors
 @user_errors
 def report(
     run_dir: Annotated[Path, typer.Argument(
-        help="A run folder written by laser run or laser compare (its --out).", show_default=False)],
+        help=("A run folder written by laser run, laser bon or laser compare, or a laser bon --compare folder "
+              "(its --out)."), show_default=False)],
     partial: Annotated[bool, typer.Option(help=(
         "Report a run that did not complete (running, interrupted or failed) from the steps it logged."
     ))] = False,
@@ -24,6 +25,11 @@ def report(
 
     from laser_app.report import report_run
 
+    if (run_dir / "bon_compare.json").is_file():
+        from laser_app.bon_compare import report_bon_compare
+
+        report_bon_compare(run_dir, Console(), plots=plots)
+        return
     if (run_dir / "compare.json").is_file() or (run_dir / "plan.json").is_file():
         from laser_app.compare import report_compare
 

@@ -23,13 +23,23 @@ Scale = Annotated[float, typer.Option(
 @user_errors
 def build(cache_dir: CacheDir = None, seed: Seed = 0, scale: Scale = 1.0,
           force: Annotated[bool, typer.Option(help="Rebuild even when the world is already built.")] = False,
-          progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True) -> None:
+          progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+          suite: Annotated[bool, typer.Option(help=(
+              "Build the long-document QA suite (its policy and specialist RMs) instead of the short-task "
+              "world; laser bon --suite longbench builds it on first use too."))] = False) -> None:
     """Build the built-in world (tasks, SFT policy, reward models) into the cache; a no-op when built."""
     from laser_app.errors import LaserError
-    from laser_app.world import build_world
 
     if scale <= 0:
         raise LaserError(f"--scale must be in (0, 1], got {scale}")
+    if suite:
+        from laser_app.world.suite import build_suite
+
+        built = build_suite(cache_dir, seed=seed, scale=scale, force=force, progress=progress)
+        typer.echo(f"long-document suite ready at {built.path}")
+        return
+    from laser_app.world import build_world
+
     world = build_world(cache_dir, seed=seed, scale=scale, force=force, progress=progress)
     typer.echo(f"world ready at {world.path}")
 

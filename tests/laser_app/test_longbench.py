@@ -98,7 +98,7 @@ def test_load_without_id_numbers_by_line(tmp_path: Path) -> None:
     ({**HOTPOT, "answers": []}, r"line 2: 'answers' must be a non-empty list of strings, got \[\]"),
     ({**HOTPOT, "answers": ["Oslo", 3]}, r"line 2: 'answers' must be a list of strings"),
     ({**HOTPOT, "dataset": "gov_report"},
-     r"line 2: dataset 'gov_report' has no prompt template; use one of narrativeqa, qasper, .*, lsht or filter"),
+     r"line 2: dataset 'gov_report' has no prompt template; use one of narrativeqa, qasper, .*, doc-fewshot or filter"),
     ({**HOTPOT, "context": None}, r"line 2: 'context' must be a string, got NoneType"),
     ({**TREC, "all_classes": None}, r"line 2: trec items need 'all_classes'"),
     ({**HOTPOT, "length": "6"}, r"line 2: 'length' must be a whole number or null, got '6'"),
