@@ -1,6 +1,7 @@
 """The built-in world: seeded tasks in three domains, a small SFT policy and three specialist reward models.
 
-``load_world()`` returns the cached world, building it on first use (a few minutes on two CPU cores).
+``load_world()`` returns the cached world, building it on first use (a few minutes on two CPU cores); a cached
+world whose files are damaged raises :class:`WorldDamagedError` instead (``laser world build --force`` rebuilds it).
 The task helpers import no torch; the build, the policy and the RMs import it when first used.
 
 >>> from laser_app.world import make_tasks, check_answer
@@ -19,10 +20,12 @@ from laser_app.world.build import (
     ENV_CACHE_DIR,
     WORLD_VERSION,
     World,
+    WorldDamagedError,
     build_world,
     default_cache_dir,
     is_complete,
     load_world,
+    rebuild_command,
     world_dir,
 )
 from laser_app.world.quality import format_info, info_text
@@ -55,10 +58,12 @@ class WorldSettings(Protocol):
 
 def world_for(config: WorldSettings, *, progress: bool = True) -> World:
     """The world a run's ``cache_dir``, ``world_seed`` and ``world_scale`` name, built on first use; a
-    failure is one :class:`~laser_app.errors.LaserError` line."""
+    failure is one :class:`~laser_app.errors.LaserError` line (a damaged world's says how to rebuild it)."""
     try:
         return load_world(config.cache_dir, seed=config.world_seed, build=True, progress=progress,
                           scale=config.world_scale)
+    except WorldDamagedError:
+        raise
     except (OSError, ValueError) as err:
         raise LaserError(f"could not load the built-in world: {err}") from err
 
@@ -73,6 +78,7 @@ __all__ = [
     "Example",
     "OodKind",
     "World",
+    "WorldDamagedError",
     "WorldSpec",
     "build_world",
     "check_answer",
@@ -84,6 +90,7 @@ __all__ = [
     "make_splits",
     "make_tasks",
     "read_jsonl",
+    "rebuild_command",
     "world_dir",
     "world_for",
     "write_jsonl",

@@ -21,13 +21,24 @@ chosen by measurement on the dev split, and ``world.json`` records what each bui
 The build runs in a temporary sibling folder that is renamed into place at the end, so an interrupted or
 failed build never leaves a folder that looks complete. torch runs on a fixed number of threads (one unless
 told otherwise), so the files depend on the seed, not on how busy the machine is or how many cores it has.
+
+``world.json`` also records every other file's size and SHA-256 (``files``). :class:`World` checks them each
+time it opens a world (about 5 MB: a few milliseconds, tens when the files are not in the page cache), so a
+truncated or edited file is reported as a damaged world, naming the file, before any model loads. A damaged
+world is never rebuilt behind the user's back: only ``laser world build --force`` (``force=True``) replaces
+it. Worlds built before the checksums were recorded still open, unverified: their files are checked for what
+can be checked without them (present, JSON that parses, safetensors files as long as their headers say).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shlex
 import shutil
+import struct
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,6 +47,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from laser_app.errors import LaserError
 from laser_app.world.roles import OOD_KINDS, RM_FOR_TASK, rule_name, rule_sign
 from laser_app.world.specs import RMTrainSpec, WorldSpec
 from laser_app.world.tasks import STOP, TASKS, Example, make_splits, read_jsonl, write_jsonl
@@ -68,13 +80,55 @@ def world_dir(cache_dir: str | Path | None, seed: int, scale: float = 1.0) -> Pa
 
 
 # ----------------------------------------------------------------------------------------------- World
+class WorldDamagedError(LaserError):
+    """A built world whose files are not what its build wrote (truncated, edited or missing): one line naming
+    the file and the command that rebuilds the world.
+
+    >>> print(WorldDamagedError("/c/world-v5-seed2", "world.json", "not valid JSON"))  # doctest: +ELLIPSIS
+    the built-in world at /c/world-v5-seed2 is damaged (world.json: not valid JSON); rebuild it with laser world ...
+    """
+
+    def __init__(self, path: str | Path, file: str, reason: str) -> None:
+        self.path, self.file, self.reason = Path(path), file, reason
+        super().__init__(f"the built-in world at {self.path} is damaged ({file}: {reason}); rebuild it with "
+                         f"{rebuild_command(self.path)}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.path, self.file, self.reason)
+
+
+_WORLD_NAME = re.compile(r"world-v\d+-seed(?P<seed>-?\d+)(?:-scale(?P<scale>.+))?")
+
+
+def rebuild_command(path: str | Path) -> str:
+    """The ``laser world build --force`` command line that rebuilds the world in folder ``path``.
+
+    >>> rebuild_command(default_cache_dir() / "world-v5-seed0"), rebuild_command("/c/world-v5-seed2")
+    ('laser world build --force', 'laser world build --force --cache-dir /c --seed 2')
+    """
+    path = Path(path).expanduser()
+    words = ["laser", "world", "build", "--force"]
+    if path.parent.resolve() != default_cache_dir().resolve():
+        words += ["--cache-dir", shlex.quote(str(path.parent))]
+    named = _WORLD_NAME.fullmatch(path.name)
+    if named is not None and named["seed"] != "0":
+        words += ["--seed", named["seed"]]
+    if named is not None and named["scale"] is not None:
+        words += ["--scale", named["scale"]]
+    return " ".join(words)
+
+
 class World:
     """A built world on disk: data splits, the policy, the RM registries and the measured numbers.
 
+    Opening one checks every file against the sizes and SHA-256 sums ``world.json`` records (``verified``
+    is then true) and raises :class:`WorldDamagedError` on the first that differs. A world built before the
+    sums were recorded opens with ``verified`` false after the checks that need no sums.
+
     >>> import tempfile
     >>> w = build_world(tempfile.mkdtemp(), seed=0, scale=0.005, progress=False, threads=1)  # a toy world
-    >>> w.rm_for_task["math"], sorted(w.registry("bias").names), len(w.data["test"])
-    ('rm-a', ['rm-a', 'rm-b', 'rm-c'], 24)
+    >>> w.rm_for_task["math"], sorted(w.registry("bias").names), len(w.data["test"]), w.verified
+    ('rm-a', ['rm-a', 'rm-b', 'rm-c'], 24, True)
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -83,22 +137,50 @@ class World:
         if not meta_file.is_file():
             raise FileNotFoundError(f"{self.path} holds no built world (no world.json); build it with "
                                     "`laser world build` or load_world(build=True)")
-        self.meta: dict[str, Any] = json.loads(meta_file.read_text(encoding="utf-8"))
-        self.seed: int = int(self.meta["seed"])
-        self.tasks: list[str] = list(self.meta["tasks"])
-        self.rm_for_task: dict[str, str] = dict(self.meta["rm_for_task"])
-        self.stop: str = str(self.meta["stop"])
-        self.max_new_tokens: int = int(self.meta["max_new_tokens"])
-        self.temperature: float = float(self.meta["temperature"])
+        self.meta: dict[str, Any] = _read_meta(self.path)
+        try:
+            self.seed: int = int(self.meta["seed"])
+            self.tasks: list[str] = list(self.meta["tasks"])
+            self.rm_for_task: dict[str, str] = dict(self.meta["rm_for_task"])
+            self.stop: str = str(self.meta["stop"])
+            self.max_new_tokens: int = int(self.meta["max_new_tokens"])
+            self.temperature: float = float(self.meta["temperature"])
+            quality = self.meta["quality"]
+            if not isinstance(quality, dict):
+                raise TypeError(f"quality is a {type(quality).__name__}")
+        except (KeyError, TypeError, ValueError) as err:
+            raise self.damaged("world.json", f"a bad or missing field ({type(err).__name__}: {err})") from None
         self.policy_path: Path = self.path / "policy"
+        self.verified: bool = "files" in self.meta
+        if self.verified:
+            _check_sums(self.path, self.meta["files"])
+        else:
+            _check_structure(self.path, self.expected_files())
 
     def __repr__(self) -> str:
         return f"World(path={str(self.path)!r}, seed={self.seed})"
 
+    def damaged(self, file: str, reason: str) -> WorldDamagedError:
+        """The error for this world's ``file`` (relative to its folder) being damaged."""
+        return WorldDamagedError(self.path, file, reason)
+
+    def expected_files(self) -> list[str]:
+        """The files every build writes, relative to the folder (``files`` in ``world.json`` lists them all)."""
+        rms = [f"rms/{ood}/{name}/{file}" for ood in self.meta["quality"] for name in self.rm_for_task.values()
+               for file in ("config.json", "model.safetensors")]
+        return [*(f"data/{split}.jsonl" for split in SPLITS), "policy/config.json", "policy/model.safetensors",
+                *(f"rms-{ood}.toml" for ood in self.meta["quality"]), *rms]
+
     @cached_property
     def data(self) -> dict[str, list[Example]]:
         """The ``train``/``dev``/``test`` splits (all tasks, shuffled), read from ``data/*.jsonl``."""
-        return {split: read_jsonl(self.path / "data" / f"{split}.jsonl") for split in SPLITS}
+        out = {}
+        for split in SPLITS:
+            try:
+                out[split] = read_jsonl(self.path / "data" / f"{split}.jsonl")
+            except (OSError, ValueError) as err:
+                raise self.damaged(f"data/{split}.jsonl", " ".join(str(err).split())) from err
+        return out
 
     @property
     def ood_kinds(self) -> list[str]:
@@ -114,7 +196,11 @@ class World:
         """An ``RMRegistry`` holding ``rm-a``, ``rm-b``, ``rm-c`` with behaviour ``ood``."""
         from laser_adapters.reward_models import RMRegistry
 
-        return RMRegistry.from_file(self.registry_file(ood), max_loaded=max_loaded)
+        file = self.registry_file(ood)
+        try:
+            return RMRegistry.from_file(file, max_loaded=max_loaded)
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            raise self.damaged(file.name, " ".join(str(err).split())) from err
 
     def quality(self, ood: str = "bias") -> dict[str, dict[str, float]]:
         """Pairwise accuracy of each RM (rows) on each task (columns), measured at build time."""
@@ -128,27 +214,134 @@ class World:
         return {k: (str(self.path) if k == "path" else self.meta.get(k)) for k in keys}
 
 
+def _read_meta(path: Path) -> dict[str, Any]:
+    """``world.json`` of the world at ``path``, parsed; a file that does not parse, or is not a complete
+    world's, means a damaged world (the build writes it last, in one piece)."""
+    try:
+        meta = json.loads((path / "world.json").read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise WorldDamagedError(path, "world.json", "not UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise WorldDamagedError(path, "world.json", f"not valid JSON at line {err.lineno} column {err.colno}: "
+                                                    f"{err.msg}") from None
+    if not isinstance(meta, dict):
+        raise WorldDamagedError(path, "world.json", f"a JSON {type(meta).__name__}, not an object")
+    if meta.get("complete") is not True:
+        raise WorldDamagedError(path, "world.json", "not marked complete")
+    return meta
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _file_sums(root: Path) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of every file under ``root`` but ``world.json``, by path relative to ``root``."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p != root / "world.json")
+    return {p.relative_to(root).as_posix(): {"size": p.stat().st_size, "sha256": _digest(p)} for p in files}
+
+
+def _check_sums(path: Path, files: Any) -> None:
+    """Every file ``files`` (``world.json``'s record) names has its size and SHA-256 (sizes first: cheap)."""
+    if not isinstance(files, dict) or not files or not all(
+            isinstance(r, dict) and isinstance(r.get("size"), int) and isinstance(r.get("sha256"), str)
+            for r in files.values()):
+        raise WorldDamagedError(path, "world.json", "its record of the files (`files`) is malformed")
+    for name, record in files.items():
+        file = path / name
+        if not file.is_file():
+            raise WorldDamagedError(path, name, "missing")
+        size = file.stat().st_size
+        if size != record["size"]:
+            raise WorldDamagedError(path, name, f"{size} bytes, the build wrote {record['size']}")
+    for name, record in files.items():
+        if _digest(path / name) != record["sha256"]:
+            raise WorldDamagedError(path, name, "its SHA-256 differs from the one the build recorded")
+
+
+def _check_structure(path: Path, expected: list[str]) -> None:
+    """The checks a world without recorded sums allows: the files every build writes are there, JSON parses
+    and each safetensors file is as long as its header says (a truncated one is not)."""
+    for name in expected:
+        if not (path / name).is_file():
+            raise WorldDamagedError(path, name, "missing")
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p != path / "world.json"):
+        name = file.relative_to(path).as_posix()
+        try:
+            if file.suffix == ".safetensors":
+                _check_safetensors(file)
+            elif file.suffix in (".json", ".jsonl"):
+                for line in (file.read_text(encoding="utf-8").splitlines() if file.suffix == ".jsonl"
+                             else [file.read_text(encoding="utf-8")]):
+                    if line.strip():
+                        json.loads(line)
+        except ValueError as err:  # JSON and UTF-8 errors are ValueErrors
+            raise WorldDamagedError(path, name, " ".join(str(err).split())) from None
+
+
+def _check_safetensors(file: Path) -> None:
+    """A safetensors file is an 8-byte header length, a JSON header and the tensors' bytes, whose end the
+    header gives: anything else is a ``ValueError``."""
+    size = file.stat().st_size
+    with file.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{size} bytes, too short for a safetensors header")
+        (length,) = struct.unpack("<Q", head)
+        if length > size - 8:
+            raise ValueError(f"{size} bytes, shorter than its header says")
+        header = json.loads(f.read(length))
+    try:
+        end = 8 + length + max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"),
+                               default=0)
+    except (AttributeError, KeyError, TypeError, IndexError) as err:
+        raise ValueError(f"a malformed safetensors header ({type(err).__name__}: {err})") from None
+    if end != size:
+        raise ValueError(f"{size} bytes, its header says {end}")
+
+
 def is_complete(path: str | Path) -> bool:
-    """Whether ``path`` holds a finished world of this version."""
+    """Whether ``path`` holds a finished world of this version (its ``world.json`` says so; the files are
+    checked when :class:`World` opens it)."""
     meta = Path(path) / "world.json"
     if not meta.is_file():
         return False
     try:
         data = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
         return False
-    return bool(data.get("complete")) and data.get("version") == WORLD_VERSION
+    return isinstance(data, dict) and bool(data.get("complete")) and data.get("version") == WORLD_VERSION
 
 
 def load_world(cache_dir: str | Path | None = None, *, seed: int = 0, build: bool = True,
                progress: bool = True, scale: float = 1.0) -> World:
-    """The world for ``seed`` from the cache, built first when missing (unless ``build=False``)."""
+    """The world for ``seed`` from the cache, built first when its folder is absent (unless ``build=False``).
+
+    A folder that is there but does not hold a sound world raises :class:`WorldDamagedError`, never a
+    rebuild: ``build_world(force=True)`` (``laser world build --force``) replaces it.
+    """
     path = world_dir(cache_dir, seed, scale)
-    if is_complete(path):
-        return World(path)
-    if not build:
-        raise FileNotFoundError(f"no built world at {path}; run `laser world build` (or load_world(build=True))")
-    return build_world(cache_dir, seed=seed, progress=progress, scale=scale)
+    if not path.exists():
+        if not build:
+            raise FileNotFoundError(f"no built world at {path}; run `laser world build` (or load_world(build=True))")
+        return build_world(cache_dir, seed=seed, progress=progress, scale=scale)
+    return _open_cached(path)
+
+
+def _open_cached(path: Path) -> World:
+    """The world in the cache folder ``path``, which exists; a build renames a whole world into place, so one
+    without ``world.json`` or of another version is damaged."""
+    if not (path / "world.json").is_file():
+        raise WorldDamagedError(path, "world.json", "missing")
+    world = World(path)
+    if world.meta.get("version") != WORLD_VERSION:
+        raise world.damaged("world.json", f"version {world.meta.get('version')!r} in a folder of version "
+                                          f"{WORLD_VERSION}")
+    return world
 
 
 # ----------------------------------------------------------------------------------------------- build
@@ -213,7 +406,8 @@ def build_world(cache_dir: str | Path | None = None, *, seed: int = 0, progress:
     versions may round differently). One thread by default: on 2 CPU cores the full build takes about 3
     minutes with one and 1.7 with two on an idle machine, but two threads made SFT steps 8-16 times slower
     while other work kept the cores busy (measured). ``scale`` < 1 shrinks every size and step count (a quick world for
-    tests; it lives in its own folder). An existing complete world is returned as is unless ``force``.
+    tests; it lives in its own folder). An existing world is returned as is unless ``force``, which replaces
+    it; a damaged one raises :class:`WorldDamagedError` without ``force``.
     """
     if isinstance(threads, bool) or not isinstance(threads, int):
         raise TypeError(f"threads must be an int, got {threads!r}")
@@ -221,8 +415,8 @@ def build_world(cache_dir: str | Path | None = None, *, seed: int = 0, progress:
         raise ValueError(f"threads must be >= 1, got {threads}")
     spec = (spec or WorldSpec()).scaled(scale)
     target = world_dir(cache_dir, seed, scale)
-    if is_complete(target) and not force:
-        return World(target)
+    if target.exists() and not force:  # a damaged world raises: only force replaces it
+        return _open_cached(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-{os.getpid()}-", dir=target.parent))
@@ -232,7 +426,7 @@ def build_world(cache_dir: str | Path | None = None, *, seed: int = 0, progress:
         if target.exists():
             if is_complete(target) and not force:  # another process finished first: keep its world
                 shutil.rmtree(tmp, ignore_errors=True)
-                return World(target)
+                return _open_cached(target)
             shutil.rmtree(target)
         os.replace(tmp, target)
     except BaseException:
@@ -430,6 +624,7 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
     per_task: dict[str, int] = {}
     for c in held_out:
         per_task[c.task] = per_task.get(c.task, 0) + 1
+    files = _file_sums(out)  # what World checks on each load; everything but world.json is written by now
     meta = {
         "version": WORLD_VERSION,
         "complete": True,
@@ -450,6 +645,7 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
         "timings": {**timings, "total": round(sum(timings.values()), 2)},
         "torch_threads": torch.get_num_threads(),
         "spec": spec.to_dict(),
+        "files": files,
     }
     (out / "world.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
