@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from laser_adapters.selector import Selector
 
 #: Bandit rewards ``laser bon`` accepts (the others need a training step).
-BON_REWARDS = ("nll", "gold")
+BON_REWARDS = ("nll", "consistency", "gold")
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class BonSummary:
 def _check_reward(reward: str, *, allowed: Sequence[str]) -> None:
     if reward not in allowed:
         raise LaserError(f"--mab-reward {reward} needs a training step; laser bon takes "
-                         f"{' or '.join(BON_REWARDS)}")
+                         f"{', '.join(BON_REWARDS[:-1])} or {BON_REWARDS[-1]}")
 
 
 def bon_config(config: RunConfig, rows: Sequence[ExampleLike]) -> RunConfig:
@@ -90,14 +90,14 @@ class BonInputs:
 
 def bon_inputs(config: RunConfig, *, progress: bool = True, console: Console | None = None,
                longbench: Path | None = None, datasets: Sequence[str] | None = None,
-               suite: str | None = None) -> BonInputs:
+               suite: str | None = None, split: str = "test") -> BonInputs:
     """Resolve and load what :func:`answer_bon` needs; every input error surfaces here, before any run folder."""
     _check_reward(config.mab_reward, allowed=(*BON_REWARDS, "auto"))  # before anything loads
-    check_sources(config, longbench=longbench, suite=suite, datasets=datasets)
+    check_sources(config, longbench=longbench, suite=suite, datasets=datasets, split=split)
     console = console or stderr_console()
     long_rows: list[LongExample] | None
     if suite is not None:
-        config, long_rows = suite_inputs(config, datasets=datasets, progress=progress)
+        config, long_rows = suite_inputs(config, datasets=datasets, progress=progress, split=split)
     else:
         long_rows = None if longbench is None else load_longbench(longbench, datasets=datasets)
     if long_rows is not None and config.eval_size is not None:
@@ -113,7 +113,7 @@ def bon_inputs(config: RunConfig, *, progress: bool = True, console: Console | N
 
 def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None = None,
             longbench: Path | None = None, datasets: Sequence[str] | None = None,
-            suite: str | None = None) -> BonSummary:
+            suite: str | None = None, split: str = "test") -> BonSummary:
     """Answer the evaluation prompts best-of-n with the RM the selector picks; write a run folder.
 
     The prompts are the built-in test split, ``--data`` (whose rows need an ``answer`` for accuracy), a
@@ -126,7 +126,7 @@ def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None
     RunDir.check_creatable(config.out or default_out(f"bon-{config.policy}"), overwrite=config.overwrite)
     console = console or stderr_console()
     inputs = bon_inputs(config, progress=progress, console=console, longbench=longbench, datasets=datasets,
-                        suite=suite)
+                        suite=suite, split=split)
     return answer_bon(inputs, inputs.config, progress=progress, console=console, started=t_start)
 
 
@@ -210,11 +210,13 @@ def _bon_batch(b: int, batch: Sequence[ExampleLike], config: RunConfig, setup: S
                         max_length=config.max_length, append_eos=not setup.fmt.templated)
     feedback = []
     labelled = all(c is not None for c in sample_correct)
+    extracted = setup.answers_of(batch, responses)  # what self-consistency compares
     for label, idx in selector.groups(choices):
         # no training step: the "pairs" are the chosen answers, one per prompt, and their loss is the NLL
         inputs = StepInputs(pair_prompt=list(idx),
                             scores={i: dict(scores[i]) for i in idx} if "scores" in selector.needs else None,
-                            correct=sample_correct if labelled and "correct" in selector.needs else None)
+                            correct=sample_correct if labelled and "correct" in selector.needs else None,
+                            responses=extracted if "responses" in selector.needs else None)
         feedback.append(selector.feedback(label, list(idx), AnswerLosses(nlls[idx]), inputs))
     secs["feedback"] = time.perf_counter() - t0
 
@@ -234,7 +236,7 @@ SUITES = ("longbench",)
 
 
 def check_sources(config: RunConfig, *, longbench: Path | None, suite: str | None,
-                  datasets: Sequence[str] | None) -> None:
+                  datasets: Sequence[str] | None, split: str = "test") -> None:
     """One source of prompts at a time, a known suite, and known dataset names for it (before anything loads)."""
     given = [flag for flag, value in (("--suite", suite), ("--longbench", longbench), ("--data", config.data))
              if value is not None]
@@ -245,6 +247,10 @@ def check_sources(config: RunConfig, *, longbench: Path | None, suite: str | Non
                          "suite); for LongBench's own files use --longbench FILE")
     if datasets is not None and longbench is None and suite is None:
         raise LaserError("--datasets picks datasets of --longbench FILE or --suite longbench; pass one of them")
+    if split not in ("test", "dev"):
+        raise LaserError(f"--split must be test or dev, got {split!r}")
+    if split != "test" and suite is None:
+        raise LaserError("--split picks a split of --suite longbench; other prompts are answered as given")
     if suite is not None and datasets is not None:
         from laser_app.world.longdoc import SUBSETS
 
@@ -254,14 +260,15 @@ def check_sources(config: RunConfig, *, longbench: Path | None, suite: str | Non
                              f"{', '.join(SUBSETS)}")
 
 
-def suite_inputs(config: RunConfig, *, datasets: Sequence[str] | None,
-                 progress: bool) -> tuple[RunConfig, list[LongExample]]:
-    """The built-in long-document suite's test rows, and ``config`` pointed at its policy and RMs (each kept
-    when the user named another with ``--model`` / ``--rm-registry``); the suite is built on first use."""
+def suite_inputs(config: RunConfig, *, datasets: Sequence[str] | None, progress: bool,
+                 split: str = "test") -> tuple[RunConfig, list[LongExample]]:
+    """The built-in long-document suite's ``split`` (test, or dev to choose settings on), and ``config``
+    pointed at its policy and RMs (each kept when the user named another with ``--model`` /
+    ``--rm-registry``); the suite is built on first use."""
     from laser_app.world.suite import load_suite
 
     built = load_suite(config.cache_dir, seed=config.world_seed, scale=config.world_scale, progress=progress)
-    rows = [ex for ex in built.data["test"] if datasets is None or ex.dataset in datasets]
+    rows = [ex for ex in built.data[split] if datasets is None or ex.dataset in datasets]
     update: dict[str, Any] = {}
     if config.model is None:
         update["model"] = str(built.policy_path)

@@ -58,7 +58,8 @@ def default_methods(rm_names: Sequence[str], policies: Sequence[str] = DEFAULT_P
 def run_bon_compare(config: RunConfig, *, out: Path, seeds: int, methods: Sequence[str] | None = None,
                     policies: Sequence[str] = DEFAULT_POLICIES, progress: bool = True,
                     console: Console | None = None, longbench: Path | None = None,
-                    datasets: Sequence[str] | None = None, suite: str | None = None) -> dict[str, Any]:
+                    datasets: Sequence[str] | None = None, suite: str | None = None,
+                    split: str = "test") -> dict[str, Any]:
     """Run every method for ``seeds`` run seeds on the same prompts; write and return the comparison."""
     from laser_app.progress import stderr_console
 
@@ -69,7 +70,7 @@ def run_bon_compare(config: RunConfig, *, out: Path, seeds: int, methods: Sequen
     RunDir.check_creatable(out / "runs" / "probe", overwrite=False)
     console = console or stderr_console()
     inputs = bon_inputs(config, progress=progress, console=console, longbench=longbench, datasets=datasets,
-                        suite=suite)
+                        suite=suite, split=split)
     names = list(methods) if methods is not None else default_methods(inputs.setup.rm_names, policies)
     parsed = _parse(names, inputs)
     records: list[dict[str, Any]] = []
@@ -90,6 +91,7 @@ def run_bon_compare(config: RunConfig, *, out: Path, seeds: int, methods: Sequen
             records.append({"method": method, "seed": seed, "labels": reads, **_record(metrics)})
     data = summarize(records, rm_names=inputs.setup.rm_names, tasks=sorted({task_of(ex) for ex in inputs.rows}))
     data.update({"n_responses": inputs.config.n_responses, "seeds": seeds, "prompts": len(inputs.rows),
+                 "split": split if suite is not None else "given",
                  "policy_model": inputs.setup.resolved.get("model"),
                  "truncated": inputs.setup.resolved.get("longbench", {}).get("truncated"),
                  "seconds": round(time.perf_counter() - t_all, 1)})

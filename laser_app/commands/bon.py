@@ -22,8 +22,9 @@ COMPARE = "Comparison"
 #: Where best-of-n reads a setting differently from training.
 BON_HELP = {
     "mab_reward": "Bandit reward: nll (the negative NLL of the chosen answer under the policy; no labels), "
-                  "gold (whether the chosen answer was right, learned after answering: labels as online "
-                  "feedback, so every prompt's answer is read) or auto (nll). (default: auto)",
+                  "consistency (whether the chosen answer is the one most samples give; no labels), gold "
+                  "(whether the chosen answer was right, learned after answering: labels as online feedback, "
+                  "so every prompt's answer is read; oracle-only) or auto (nll). (default: auto)",
     "data": "Prompts to answer as JSONL with `prompt`, `answer` (for accuracy and F1) and optional `task` "
             "(default: the built-in test split).",
     "batch_size": "Prompts per generate call; the selector still decides per prompt. (default: 8)",
@@ -52,6 +53,9 @@ def bon(
         "A built-in suite to answer: longbench (long-document QA in three LongBench-like subsets, doc-single, "
         "doc-multi and doc-fewshot, with its own policy and one specialist RM per subset; built into the "
         "cache on first use)."), rich_help_panel=RUN, show_default=False)] = None,
+    split: Annotated[str, typer.Option(help=(
+        "With --suite: the split to answer, test or dev (choose settings on dev, read test once)."),
+        rich_help_panel=RUN)] = "test",
     compare: Annotated[bool, typer.Option("--compare", help=(
         "Compare methods on the same prompts and samples over --seeds run seeds: greedy (n = 1), each single "
         "RM, random, the score ensemble, the agreement vote, the LASeR --policies, the oracle routing and "
@@ -72,7 +76,7 @@ def bon(
     names = None if datasets is None else [d.strip() for d in datasets.split(",") if d.strip()]
     if compare:
         _compare(cfg, progress=progress, longbench=longbench, datasets=names, suite=suite, seeds=seeds,
-                 methods=methods, policies=policies)
+                 methods=methods, policies=policies, split=split)
         return
 
     from rich.console import Console
@@ -83,24 +87,26 @@ def bon(
 
     hf_logging.disable_progress_bar()
     summary = run_bon(cfg, progress=progress, console=Console(stderr=True), longbench=longbench, datasets=names,
-                      suite=suite)
+                      suite=suite, split=split)
     render_bon(summary.metrics, Console())
     typer.echo(f"run folder: {summary.run_dir}")
 
 
 def _compare(cfg: RunConfig, *, progress: bool, longbench: Path | None, datasets: list[str] | None,
-             suite: str | None, seeds: int, methods: str | None, policies: str) -> None:
+             suite: str | None, seeds: int, methods: str | None, policies: str, split: str) -> None:
     from rich.console import Console
     from transformers.utils import logging as hf_logging
 
     from laser_app.bon_compare import markdown, run_bon_compare
+    from laser_app.compare.methods import split_top_level
     from laser_app.run_dir import default_out
 
     hf_logging.disable_progress_bar()
     out = cfg.out or default_out("bon-compare")
     data = run_bon_compare(cfg, out=Path(out), seeds=seeds, progress=progress, console=Console(stderr=True),
                            longbench=longbench, datasets=datasets, suite=suite,
-                           methods=None if methods is None else [m.strip() for m in methods.split(",") if m.strip()],
-                           policies=[p.strip() for p in policies.split(",") if p.strip()])
+                           methods=None if methods is None else [m.strip() for m in split_top_level(methods)
+                                                                 if m.strip()],
+                           policies=[p.strip() for p in policies.split(",") if p.strip()], split=split)
     Console().print(markdown(data), markup=False, soft_wrap=True)
     typer.echo(f"comparison folder: {out}")

@@ -1,22 +1,31 @@
-"""The built-in long-document QA suite: seeded documents about invented people, in three LongBench-like subsets.
+"""The built-in long-document QA suite: seeded documents of facts about invented people, in three LongBench-like
+subsets whose questions need the whole document.
 
-Each item is a :class:`~laser_app.longbench.LongExample` whose context is many sentences of facts and whose
-question asks for one of them; answers are two words (a place, a trade or a pet), so token F1 gives partial
-credit where exact match gives none.
+Each item is a :class:`~laser_app.longbench.LongExample`. Its context is many sentences of facts (``ka lives in
+north vale .``, ``ros works as a salt smith .``, ``mi keeps a grey owl .``) with a little filler, and its
+question asks which place, trade or pet the document names most or least often. Answers are two words, and the
+strongest distractor is a near miss sharing one word with the answer (``north ford`` beside ``north vale``),
+so token F1 gives partial credit where exact match gives none.
 
-- ``doc-single`` (single-document QA, like qasper or multifieldqa): one document of 8-24 facts about 5-10
-  people; the question asks one fact of one person. Distractors: the same relation for other people, and
-  near-miss values sharing a word with the answer (``north vale`` beside ``north ford``).
-- ``doc-multi`` (multi-document QA, like hotpotqa): 3-5 passages; the question names a person by a fact in one
-  passage (``the keeper of the grey owl``) and asks another fact about them, stated in another passage, so
-  the answer needs both.
-- ``doc-fewshot`` (few-shot, like triviaqa): a document, then 2-5 solved questions about it, then the
-  question; only the first line of an answer counts (LongBench's rule for its few-shot subsets).
+- ``doc-single`` (single-document QA): one document; the answer is the value named most often, one or two
+  mentions ahead of the near miss.
+- ``doc-multi`` (multi-document QA): three or four passages; the answer is the value named in the most
+  passages, while the near miss is named more often in all but crowded into fewer passages, so the answer
+  needs the passages counted apart (counting mentions over the whole context gives the near miss).
+- ``doc-fewshot`` (few-shot): a solved example on a short document, then a document whose most named value is
+  asked; the example's document names the last one's runner-up often, so the answer needs the last document
+  counted apart. Only the first line of an answer counts (LongBench's rule for its few-shot subsets).
+
+Why aggregation rather than looking up one fact: a policy small enough to train in a minute on two CPU cores
+learns to count over a document (an attention average) in a few hundred steps, while a two-layer model trained
+for as long never learned to retrieve one fact keyed by a name (measured: F1 stayed at the level of guessing
+the right kind of value). The task still reads the whole document, and cutting its middle changes the counts.
 
 Every word is lower case and every punctuation mark a separate word, so a word-level tokenizer
-(:func:`suite_tokenizer`) covers the suite exactly; documents run from about 60 to 300 words, so the longer
-ones exceed a 192-word window and are cut in the middle (LongBench's convention). Splits are drawn from one
-seeded stream per subset without repeating a prompt, so they are disjoint.
+(:func:`suite_tokenizer`) covers the suite exactly. Prompts run from about 70 to 300 words; the longest
+(mostly few-shot) exceed the suite policy's 256-token window and are cut in the middle (LongBench's
+convention). Splits are drawn from one seeded stream per subset without repeating a prompt, so they are
+disjoint.
 
 >>> items = make_suite(0, {"test": 2})["test"]
 >>> sorted({ex.dataset for ex in items}), len(items)
@@ -57,7 +66,8 @@ RELATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str, str]] = {
 #: Per subset, how its question reads ({noun}: place, trade or pet).
 QUESTIONS = {"doc-single": "which {noun} is named most often in the document ?",
              "doc-multi": "which {noun} is named in the most passages ?",
-             "doc-fewshot": "which {noun} is named least often in the document ?"}
+             "doc-fewshot": "which {noun} is named most often in the last document ?"}
+LONG_SHARE = 1 / 6
 _FILLER = ("the weather was mild that year .", "many people came to the market .",
            "the road to the coast was long .", "nobody remembers when the town was built .",
            "the river rose in the spring .", "a fair was held in the old square .")
@@ -105,6 +115,12 @@ def _facts(rng: np.random.Generator, relation: str, values: Sequence[str], n_oth
     return [lines[int(i)] for i in rng.permutation(len(lines))]
 
 
+def _n_other(rng: np.random.Generator, low: int, high: int) -> int:
+    """How many facts of other relations a document holds: ``low``..``high``, and for about one document in
+    six 15-30 more (the long tail that outgrows the policy's window and is cut in the middle)."""
+    return int(rng.integers(low, high)) + (int(rng.integers(15, 31)) if rng.random() < LONG_SHARE else 0)
+
+
 def _question(subset: str, relation: str) -> str:
     return QUESTIONS[subset].format(noun=RELATIONS[relation][3])
 
@@ -120,7 +136,7 @@ def _single(rng: np.random.Generator) -> Item:
     k = int(rng.integers(3, 6))
     counts = [k, k - int(rng.integers(1, 3)), *(int(rng.integers(1, k - 1)) for _ in rest)]
     values = [v for v, c in zip((top, near, *rest), counts, strict=True) for _ in range(c)]
-    lines = _facts(rng, relation, values, int(rng.integers(2, 8)))
+    lines = _facts(rng, relation, values, _n_other(rng, 2, 8))
     return " ".join(lines), _question("doc-single", relation), top
 
 
@@ -143,31 +159,40 @@ def _multi(rng: np.random.Generator) -> Item:
     for v in rest:  # the others in fewer passages than the answer
         for k in rng.choice(n, size=int(rng.integers(1, spread)), replace=False):
             passages[int(k)].append(v)
-    text = [f"passage {k + 1} : " + " ".join(_facts(rng, relation, vs, int(rng.integers(0, 3))))
+    text = [f"passage {k + 1} : " + " ".join(_facts(rng, relation, vs, _n_other(rng, 0, 3) // 2))
             for k, vs in enumerate(passages)]
     return "\n".join(text), _question("doc-multi", relation), top
 
 
-def _rare(rng: np.random.Generator, relation: str) -> tuple[list[str], str]:
-    """Values naming one answer once, and a near miss and the rest two to four times each."""
-    cands = _candidates(rng, relation, int(rng.integers(3, 5)))
-    answer = cands[1]  # the near miss of the first
-    values = [answer] + [v for v in cands if v != answer for _ in range(int(rng.integers(2, 4)))]
-    return values, answer
-
-
 def _fewshot(rng: np.random.Generator) -> Item:
-    """Solved examples on short documents, then the least frequent value of a longer one."""
-    shots = []
-    for _ in range(int(rng.integers(1, 3))):  # one or two solved examples
-        relation = _relation(rng)
-        values, answer = _rare(rng, relation)
-        doc = " ".join(_facts(rng, relation, values, int(rng.integers(0, 2))))
-        shots.append(f"document : {doc}\nquestion : {_question('doc-fewshot', relation)}\nanswer : {answer}")
+    """A solved example on a short document, then the most named value of the last document. The example's
+    document names the last one's runner-up often, so counting over the whole context gives that instead."""
     relation = _relation(rng)
-    values, answer = _rare(rng, relation)
-    doc = " ".join(_facts(rng, relation, values, int(rng.integers(1, 6))))
-    return "\n".join([*shots, f"document : {doc}"]), _question("doc-fewshot", relation), answer
+    top, near, *rest = _candidates(rng, relation, int(rng.integers(3, 5)))
+    k = int(rng.integers(2, 5))
+    counts = [k, k - 1, *(int(rng.integers(1, k)) for _ in rest)]
+    values = [v for v, c in zip((top, near, *rest), counts, strict=True) for _ in range(c)]
+    shot_top = rest[0]  # the example's answer: named most there, with the near miss close behind
+    shot_values = [shot_top] * 3 + [near] * 2
+    shot = " ".join(_facts(rng, relation, shot_values, int(rng.integers(0, 2))))
+    last = " ".join(_facts(rng, relation, values, _n_other(rng, 1, 5)))
+    question = _question("doc-fewshot", relation)
+    return f"document : {shot}\nquestion : {question}\nanswer : {shot_top}\ndocument : {last}", question, top
+
+
+def named_values(ex: LongExample) -> list[str]:
+    """The distinct values of the asked relation that ``ex``'s context names (the answer among them), in
+    order of first mention: the candidates a reader chooses among.
+
+    >>> ex = make_suite(0, {"test": 1})["test"][0]
+    >>> ex.answers[0] in named_values(ex)
+    True
+    """
+    relation = next(r for r, spec in RELATIONS.items() if f"which {spec[3]} " in ex.input)
+    first, second = RELATIONS[relation][0], RELATIONS[relation][1]
+    words = ex.context.split()
+    found = [f"{a} {b}" for a, b in zip(words, words[1:], strict=False) if a in first and b in second]
+    return list(dict.fromkeys(found))
 
 
 GENERATORS = {"doc-single": _single, "doc-multi": _multi, "doc-fewshot": _fewshot}
@@ -219,12 +244,12 @@ def vocabulary() -> list[str]:
 
 def suite_tokenizer() -> Any:
     """A word-level fast tokenizer over :func:`vocabulary` (newlines are words too), saved and loaded like
-    any hub tokenizer.
+    any hub tokenizer; decoding joins words with single spaces.
 
     >>> tok = suite_tokenizer()
-    >>> ids = tok("where does kalo live ?\\nanswer :")["input_ids"]
+    >>> ids = tok("which pet is named most often ?\\nanswer : grey owl")["input_ids"]
     >>> len(ids), tok.decode(ids, skip_special_tokens=True)
-    (9, 'where does kalo live ?\\nanswer :')
+    (13, 'which pet is named most often ? \\n answer : grey owl')
     """
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast

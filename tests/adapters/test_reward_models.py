@@ -421,6 +421,11 @@ def test_likelihood_mean_and_sum_by_hand(models: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match=r"positions \[1\] have no tokens"):
         mean_rm.score(["a", "b"], ["x", ""])
     np.testing.assert_allclose(sum_rm.score(["b"], [""]), [0.0])
+    floor = LikelihoodRM(mean_rm.model, tokenizer=mean_rm.tokenizer, name="lik-floor", empty_score=-100.0)
+    scores = floor.score(["a", "b"], ["x", ""])  # an empty answer scores the floor, never the top
+    assert scores[1] == -100.0 and scores[0] == pytest.approx(mean_rm.score(["a"], ["x"])[0])
+    with pytest.raises(ValueError, match="empty_score must be a finite number"):
+        LikelihoodRM(mean_rm.model, tokenizer=mean_rm.tokenizer, name="x", empty_score=float("-inf"))
 
 
 # ---- JudgeRM --------------------------------------------------------------------------------------------

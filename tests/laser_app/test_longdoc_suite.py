@@ -47,14 +47,14 @@ def test_answers_are_what_the_documents_say(items: dict[str, list[object]]) -> N
             assert ranked[0][0] == answer and ranked[0][1] > ranked[1][1]
             mentions = Counter(_mentions(context, relation))
             assert max(mentions.values()) > mentions[answer]  # counting mentions picks a near miss instead
-        else:  # few-shot: the last document's least named value; the examples' answers are theirs
+        else:  # few-shot: the last document's most named value; the example's answer is its own
             *shots, last = context.split("document : ")[1:]
             counts = Counter(_mentions(last, relation)).most_common()
-            assert counts[-1] == (answer, 1) and counts[-2][1] > 1
+            assert counts[0][0] == answer and counts[0][1] > counts[1][1]
+            assert Counter(_mentions(context, relation)).most_common()[0][0] != answer  # the whole context misleads
             for shot in shots:
                 doc, _, shot_answer = shot.strip().rpartition("answer : ")
-                shot_rel = _relation(doc)
-                assert Counter(_mentions(doc, shot_rel)).most_common()[-1] == (shot_answer, 1)
+                assert Counter(_mentions(doc, _relation(doc))).most_common()[0][0] == shot_answer
         assert len(answer.split()) == 2
 
 
@@ -171,6 +171,7 @@ def test_laser_bon_compare_on_the_suite(tiny_suite: Path, tmp_path: Path) -> Non
     (["--compare", "--methods", "greedy,nosuch"], "unknown method"),
     (["--compare", "--seeds", "0"], "--seeds must be >= 1"),
     (["--data", "x.jsonl"], "--suite and --data both name the prompts"),
+    (["--split", "train"], "--split must be test or dev"),
 ])
 def test_bad_input_is_one_line(tiny_suite: Path, tmp_path: Path, extra: list[str], message: str) -> None:
     args = _bon(tiny_suite, tmp_path / "out")
