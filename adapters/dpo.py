@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 
 from banditkit.validation import check_positive_int, check_real
-from laser_adapters.pairs import check_pair
+from laser_adapters.dpo_collate import TokenizedPairs, collate_sequences, tokenize_pairs
 
 REFERENCE_ADAPTER = "laser_reference"
 Reference = Literal["copy", "adapter"]
@@ -195,89 +195,6 @@ def response_nll(model: Any, tokenizer: Any, prompts: Sequence[str], responses: 
     return out
 
 
-# ------------------------------------------------------------------------------------------- collation
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-@dataclass(frozen=True)
-class TokenizedPairs:
-    """Token ids per pair: the prompt and the two responses (eos included, truncated to ``max_length``)."""
-
-    prompts: list[list[int]]
-    chosen: list[list[int]]
-    rejected: list[list[int]]
-
-
-def tokenize_pairs(tokenizer: Any, pairs: Sequence[Mapping[str, Any]], *,
-                   max_length: int | None = None, append_eos: bool = True) -> TokenizedPairs:
-    """Tokenize pairs as TRL's ``DPOTrainer`` does for non-conversational data (see the module docstring).
-    ``append_eos=False`` is for chat-templated replies, which end with the template's end of turn already.
-
-    >>> from laser_adapters.tokenization import char_tokenizer
-    >>> t = tokenize_pairs(char_tokenizer("ab"), [{"prompt": "a", "chosen": "b", "rejected": "ab"}])
-    >>> t.prompts, t.chosen, t.rejected
-    ([[1, 4]], [[5, 2]], [[4, 5, 2]])
-    """
-    pairs = _check_pairs(pairs)
-    eos = tokenizer.eos_token or ""
-
-    def with_eos(text: str) -> str:
-        return text if not append_eos or text.endswith(eos) else text + eos
-
-    prompts = [p["prompt"] for p in pairs]
-    prompt_ids = tokenizer(prompts)["input_ids"]
-    chosen_ids = tokenizer([p + with_eos(x["chosen"]) for p, x in zip(prompts, pairs, strict=True)])
-    rejected_ids = tokenizer([p + with_eos(x["rejected"]) for p, x in zip(prompts, pairs, strict=True)])
-    out = TokenizedPairs([], [], [])
-    triples = zip(prompt_ids, chosen_ids["input_ids"], rejected_ids["input_ids"], strict=True)
-    for i, (p, c, r) in enumerate(triples):
-        n = min(_common_prefix(p, c), _common_prefix(p, r))
-        if max_length is not None and n >= max_length:
-            raise ValueError(f"pair {i}: the prompt alone has {n} tokens, at least max_length={max_length}, "
-                             "so no response token would be trained on: raise max_length or shorten the "
-                             "prompt")
-        out.prompts.append(list(p[:n]))
-        out.chosen.append(list(c[n:max_length]))
-        out.rejected.append(list(r[n:max_length]))
-    return out
-
-
-def collate_sequences(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], *,
-                      pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad ``prompt + response`` rows: ``input_ids``, ``attention_mask`` and ``response_mask``.
-
-    >>> b = collate_sequences([[1, 4], [1]], [[5, 2], [2]], pad_token_id=0)
-    >>> b["input_ids"].tolist(), b["response_mask"].tolist()
-    ([[1, 4, 5, 2], [1, 2, 0, 0]], [[0, 0, 1, 1], [0, 1, 0, 0]])
-    """
-    width = max(len(p) + len(r) for p, r in zip(prompts, responses, strict=True))
-    input_ids = torch.full((len(prompts), width), int(pad_token_id), dtype=torch.long)
-    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    response_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, (p, r) in enumerate(zip(prompts, responses, strict=True)):
-        n, m = len(p), len(r)
-        input_ids[row, :n + m] = torch.tensor(list(p) + list(r), dtype=torch.long)
-        attention_mask[row, :n + m] = 1
-        response_mask[row, n:n + m] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "response_mask": response_mask}
-
-
-def _check_pairs(pairs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    if isinstance(pairs, Mapping) or not isinstance(pairs, Sequence):
-        raise TypeError(f"pairs must be a list of dicts, got {type(pairs).__name__}")
-    if len(pairs) == 0:
-        raise ValueError("pairs is empty: skip the DPO step when no preference pair formed")
-    for i, pair in enumerate(pairs):
-        check_pair(pair, i)
-    return list(pairs)
-
-
 # ------------------------------------------------------------------------------------------------- step
 @dataclass(frozen=True)
 class StepResult:
@@ -304,6 +221,17 @@ class StepResult:
     def reward_accuracy(self) -> float:
         """Share of pairs whose chosen response has the larger implicit reward."""
         return float(np.mean(self.chosen_rewards > self.rejected_rewards))
+
+
+@dataclass(frozen=True)
+class Share:
+    """One process's part of a step's pairs under data parallelism: ``rows`` index the step's pairs, the first
+    ``n_real`` its own and the rest padding (weight 0: every process must take part in each gradient
+    exchange, even with fewer pairs than processes); ``world`` processes average their gradients."""
+
+    rows: tuple[int, ...]
+    n_real: int
+    world: int = 1
 
 
 def _numpy(t: torch.Tensor) -> NDArray[np.float64]:
@@ -335,6 +263,8 @@ class DPOStep:
     adapter named ``laser_reference``. Reference log-probs are computed once per sequence and cached until
     :meth:`sync_reference`. Dropout is disabled in the policy (as TRL's ``disable_dropout=True``).
     ``append_eos=False`` trains chat-templated replies as the template ends them (no extra eos).
+    ``grad_accum`` splits a step's pairs into that many micro-batches whose gradients add up before the one
+    optimizer step: the same update (within float rounding) for less activation memory.
 
     >>> import tempfile
     >>> from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -354,7 +284,7 @@ class DPOStep:
     def __init__(self, model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer | None,
                  loss: DPOLoss | None = None, *, reference: Reference = "copy",
                  max_length: int | None = 256, ref_model: Any = None, max_grad_norm: float | None = None,
-                 disable_dropout: bool = True, append_eos: bool = True) -> None:
+                 disable_dropout: bool = True, append_eos: bool = True, grad_accum: int = 1) -> None:
         if model is None:
             raise ValueError("DPOStep needs the policy model, got None")
         if tokenizer is None:
@@ -370,6 +300,9 @@ class DPOStep:
         self.reference: Reference = reference
         self.max_length = None if max_length is None else check_positive_int("max_length", max_length)
         self.append_eos = bool(append_eos)
+        self.grad_accum = check_positive_int("grad_accum", grad_accum)
+        self.train_model = model  # what the training forward runs: the data-parallel wrapper once prepared
+        self.accelerator: Any = None
         self.max_grad_norm = None if max_grad_norm is None else check_real("max_grad_norm", max_grad_norm,
                                                                             low=0.0, low_open=True)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -524,54 +457,122 @@ class DPOStep:
             self._cache.update(zip(missing, logps.tolist(), strict=True))
         return torch.tensor([self._cache[k] for k in keys], dtype=torch.float32)
 
+    def prepare(self, accelerator: Any) -> None:
+        """Train data-parallel through accelerate: the policy as ``accelerator`` wraps it (gradients averaged
+        over processes) runs the training passes, its optimizer the steps; reference passes and evaluation
+        keep the bare policy. Pass each :meth:`step` this process's :class:`Share` of the pairs."""
+        if self.optimizer is None:
+            raise ValueError("DPOStep was built without an optimizer: nothing to train data-parallel")
+        self.train_model, self.optimizer = accelerator.prepare(self.model, self.optimizer)
+        self.accelerator = accelerator
+
+    def release(self) -> None:
+        """Stop training data-parallel: drop accelerate's wrapper of the policy (and the accelerator's own
+        references to it), whose teardown needs the process group, so call this before the group ends."""
+        if self.accelerator is None:
+            return
+        accelerator, self.accelerator = self.accelerator, None
+        self.train_model, self.optimizer = self.model, getattr(self.optimizer, "optimizer", self.optimizer)
+        accelerator.free_memory()  # its lists of prepared objects, then a garbage collection
+
     def compute_loss(self, pairs: Sequence[Mapping[str, Any]]) -> DPOLossOutput:
         """The loss on ``pairs`` at the current policy, with the graph attached (no optimizer step)."""
         tok = tokenize_pairs(self.tokenizer, pairs, max_length=self.max_length, append_eos=self.append_eos)
-        n = len(tok.prompts)
-        prompts = tok.prompts + tok.prompts
-        responses = tok.chosen + tok.rejected
+        return self._loss_on(tok, range(len(tok.prompts)), self.model)
+
+    def _loss_on(self, tok: TokenizedPairs, rows: Sequence[int], model: Any) -> DPOLossOutput:
+        n = len(rows)
+        prompts = [tok.prompts[i] for i in rows] * 2
+        responses = [tok.chosen[i] for i in rows] + [tok.rejected[i] for i in rows]
         ref = self._reference_logps(prompts, responses)
         batch = collate_sequences(prompts, responses, pad_token_id=self.pad_token_id)
         device = next(self.model.parameters()).device
-        logps, nll = sequence_logps(self.model, *(batch[k].to(device) for k in
-                                                  ("input_ids", "attention_mask", "response_mask")))
+        logps, nll = sequence_logps(model, *(batch[k].to(device) for k in
+                                             ("input_ids", "attention_mask", "response_mask")))
         ref = ref.to(device=device, dtype=logps.dtype)
         chosen_tokens = batch["response_mask"][:n, 1:].sum(dim=-1).to(device)
         out: DPOLossOutput = self.loss(logps[:n], logps[n:], ref[:n], ref[n:], nll[:n],
                                        chosen_tokens=chosen_tokens)
         return out
 
-    def _result(self, out: DPOLossOutput) -> StepResult:
-        return StepResult(loss=float(out.loss.detach()), losses=_numpy(out.losses),
-                          dpo_losses=_numpy(out.dpo_losses), nll_losses=_numpy(out.nll_losses),
-                          chosen_rewards=_numpy(out.chosen_rewards),
-                          rejected_rewards=_numpy(out.rejected_rewards),
+    def _result(self, out: DPOLossOutput, rows: int | None = None) -> StepResult:
+        def first(t: torch.Tensor) -> NDArray[np.float64]:  # the real rows (padding comes last)
+            return _numpy(t[:rows])
+
+        return StepResult(loss=float(out.loss.detach()), losses=first(out.losses),
+                          dpo_losses=first(out.dpo_losses), nll_losses=first(out.nll_losses),
+                          chosen_rewards=first(out.chosen_rewards),
+                          rejected_rewards=first(out.rejected_rewards),
                           dpo_loss=float(out.dpo_losses.detach().mean()),
                           nll_loss=float(out.nll_loss.detach()))
 
-    def step(self, pairs: Sequence[Mapping[str, Any]]) -> StepResult:
-        """Compute the loss on ``pairs``, backpropagate and take one optimizer step; numbers are pre-step."""
+    def _parts(self, pairs: Sequence[Mapping[str, Any]], share: Share | None, *, train: bool) -> StepResult:
+        """The numbers on ``share`` of ``pairs`` (default: all), in ``grad_accum`` micro-batches whose losses are
+        backpropagated when ``train``. A part's loss is its pairs' terms summed over the whole step's pair and
+        token counts, times ``share.world``: the parts add up to this process's share of the step's loss, and
+        the mean over processes (of the gradients, and of the scalars here) is the whole step's."""
+        tok = tokenize_pairs(self.tokenizer, pairs, max_length=self.max_length, append_eos=self.append_eos)
+        share = share or Share(tuple(range(len(tok.prompts))), len(tok.prompts))
+        by_token = self.loss.nll_reduction == "token"  # an NLL weight per pair: its chosen tokens, as trained
+        weights = [max(len(c) - (not p), 0) if by_token else 1 for p, c in zip(tok.prompts, tok.chosen, strict=True)]
+        n_pairs, n_weight = len(weights), max(sum(weights), 1)
+        parts = min(self.grad_accum, len(share.rows)) if train else 1
+        outs, terms = [], torch.zeros(2, dtype=torch.float64)
+        for j, chunk in enumerate(np.array_split(np.arange(len(share.rows)), parts)):
+            rows, real = [share.rows[i] for i in chunk], int((chunk < share.n_real).sum())
+            skip_sync = train and j < parts - 1 and self.accelerator is not None  # gradients exchanged once
+            with self.accelerator.no_sync(self.train_model) if skip_sync else contextlib.nullcontext():
+                out = self._loss_on(tok, rows, self.train_model if train else self.model)
+                mask = (torch.arange(len(rows)) < real).to(out.losses)
+                nll_mask = mask * torch.tensor([weights[r] for r in rows]).to(mask)
+                dpo = share.world * (out.dpo_losses * mask).sum() / n_pairs
+                nll = share.world * (out.nll_losses * nll_mask).sum() / n_weight
+                if train:
+                    self._backward(self.loss.dpo_weight * dpo + self.loss.nll_weight * nll)
+            terms += torch.stack([dpo.detach(), nll.detach()]).to(device="cpu", dtype=torch.float64)
+            outs.append(self._result(out, rows=real))
+        dpo_term, nll_term = terms.tolist()
+        joined = {name: np.concatenate([getattr(o, name) for o in outs]) for name in
+                  ("losses", "dpo_losses", "nll_losses", "chosen_rewards", "rejected_rewards")}
+        return StepResult(loss=self.loss.dpo_weight * dpo_term + self.loss.nll_weight * nll_term, **joined,
+                          dpo_loss=dpo_term, nll_loss=nll_term)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self.accelerator is None:
+            loss.backward()
+        else:
+            self.accelerator.backward(loss)
+
+    def step(self, pairs: Sequence[Mapping[str, Any]], *, share: Share | None = None) -> StepResult:
+        """Compute the loss on ``pairs`` (data-parallel: on this process's ``share``), backpropagate and take
+        one optimizer step; numbers are pre-step (on the share: see :meth:`_parts`)."""
         if self.optimizer is None:
             raise ValueError("DPOStep was built without an optimizer: pass one to train, or use evaluate()")
-        out = self.compute_loss(pairs)
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        if share is None and self.grad_accum == 1 and self.accelerator is None:
+            out = self.compute_loss(pairs)
+            out.loss.backward()
+            result = self._result(out)
+        else:
+            result = self._parts(pairs, share, train=True)
         if self.max_grad_norm is not None:
             params = [p for group in self.optimizer.param_groups for p in group["params"]
                       if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+            clip = torch.nn.utils.clip_grad_norm_ if self.accelerator is None else self.accelerator.clip_grad_norm_
+            clip(params, self.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.steps += 1
-        return self._result(out)
+        return result
 
-    def evaluate(self, pairs: Sequence[Mapping[str, Any]]) -> StepResult:
+    def evaluate(self, pairs: Sequence[Mapping[str, Any]], *, share: Share | None = None) -> StepResult:
         """The numbers :meth:`step` would give, without a gradient step (eval mode, no grad)."""
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.no_grad():
-                out = self.compute_loss(pairs)
+                result = self._result(self.compute_loss(pairs)) if share is None else \
+                    self._parts(pairs, share, train=False)
         finally:
             self.model.train(was_training)
-        return self._result(out)
+        return result

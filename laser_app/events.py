@@ -34,7 +34,8 @@ def step_numbers(result: StepResult) -> dict[str, float]:
 def step_event(iteration: int, batch_index: int, step: int, batch: Sequence[ExampleLike],
                choices: Sequence[tuple[str, ...]], results: Sequence[PairResult],
                groups: list[dict[str, Any]], secs: Mapping[str, float], correct: list[list[bool]] | None,
-               counterfactual: Mapping[str, Mapping[str, float | None]] | None) -> dict[str, Any]:
+               counterfactual: Mapping[str, Mapping[str, float | None]] | None,
+               rm_moves: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """The ``events.jsonl`` record of one step.
 
     Fields: ``iteration``, ``batch`` (within the iteration), ``step`` (over the run); ``task`` (or
@@ -45,7 +46,10 @@ def step_event(iteration: int, batch_index: int, step: int, batch: Sequence[Exam
     ``sample_accuracy`` (share of sampled responses that are correct, when answers exist); ``seconds``
     per part (:data:`STEP_PARTS`); ``groups`` (one entry per DPO step with the selector's own log) and,
     with diagnostics, ``counterfactual_loss`` and ``counterfactual_reward`` per RM (the loss of its pairs and
-    the raw bandit reward it would have earned on the batch; ``laser_app.rms.diagnostics``).
+    the raw bandit reward it would have earned on the batch; ``laser_app.rms.diagnostics``); ``rm_moves``, only
+    when the step loaded, evicted or moved an RM (``--max-loaded-rms`` below the RMs in use, or RMs on a GPU,
+    where only the one in use stays): the RM names per kind of move
+    (``laser_adapters.reward_models.registry.MOVES``).
     """
     tasks = [task_of(ex) for ex in batch]
     labels = [c[0] if len(c) == 1 else "+".join(c) for c in choices]
@@ -86,4 +90,6 @@ def step_event(iteration: int, batch_index: int, step: int, batch: Sequence[Exam
         event["counterfactual_loss"] = dict(counterfactual["loss"])
         if "reward" in counterfactual:
             event["counterfactual_reward"] = dict(counterfactual["reward"])
+    if rm_moves is not None and any(rm_moves.values()):
+        event["rm_moves"] = {kind: list(names) for kind, names in rm_moves.items()}
     return event

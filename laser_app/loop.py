@@ -6,10 +6,11 @@ that :func:`run_laser` and :func:`resume_laser` share (``_train``) reads top to 
 batch, 1. sample responses (whose prefill pass yields the contexts), 2. choose RM(s), 3. score and form pairs,
 4. one DPO step per group and bandit feedback, 5. log, 6. every ``checkpoint_every`` steps a checkpoint; at
 the end of each iteration the reference moves to the current policy, the policy is evaluated per domain and a
-checkpoint written. From the last checkpoint, :func:`resume_laser` continues a stopped run exactly. The parts
-live in modules named for what they hold: :mod:`laser_app.policy`, :mod:`laser_app.rms`,
-:mod:`laser_app.selection`, :mod:`laser_app.batching`, :mod:`laser_app.evaluation`, :mod:`laser_app.events`,
-:mod:`laser_app.progress`, :mod:`laser_app.prompts`, :mod:`laser_app.checkpoint`.
+checkpoint written. From the last checkpoint, :func:`resume_laser` continues a stopped run exactly. Under
+``accelerate launch`` each process takes its share of every batch (:mod:`laser_app.data_parallel`) and process
+0 alone writes the run folder. The parts live in modules named for what they hold: :mod:`laser_app.policy`,
+:mod:`laser_app.rms`, :mod:`laser_app.selection`, :mod:`laser_app.batching`, :mod:`laser_app.evaluation`,
+:mod:`laser_app.events`, :mod:`laser_app.progress`, :mod:`laser_app.prompts`, :mod:`laser_app.checkpoint`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import functools
 import time
 import warnings
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,9 +27,10 @@ import torch
 
 from laser_adapters.bandit_rewards import StepInputs, get_bandit_reward
 from laser_adapters.dpo import DPOLoss, DPOStep
-from laser_adapters.encoders import PrefillCapture
-from laser_adapters.generation import cut_at_stop, greedy_answers, sample_responses
+from laser_adapters.generation import cut_at_stop
 from laser_adapters.pairs import write_pairs_jsonl
+from laser_app import data_parallel as dp
+from laser_app import distributed
 from laser_app.batching import derive_seed, make_batches
 from laser_app.checkpoint import (
     LoopState,
@@ -47,10 +48,10 @@ from laser_app.errors import RunDirError
 from laser_app.evaluation import accuracy_of, correctness, evaluate_examples
 from laser_app.events import STEP_PARTS, step_event, step_numbers
 from laser_app.plots import draw_all
-from laser_app.policy import save_policy, torch_threads
+from laser_app.policy import generation_backend, save_policy, torch_threads
 from laser_app.progress import stderr_console, step_bar
 from laser_app.report import summarize_run
-from laser_app.rms import diagnostics, score_responses
+from laser_app.rms import diagnostics
 from laser_app.run_dir import PAIRS, RunDir, default_out, mark_resumable
 from laser_app.run_setup import Setup, prepare
 from laser_app.selection import TimedEncoder, choose_rms, selector_for
@@ -58,6 +59,8 @@ from laser_app.trackers import check_report_to, iteration_values, make_tracker, 
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from laser_adapters.generation_backends import GenerationBackend
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,11 @@ def run_laser(config: RunConfig, *, progress: bool = True, console: Console | No
     t_start = time.perf_counter()
     console = console or stderr_console()
     check_report_to(config.report_to)  # a missing tracker package fails before any model loads
-    RunDir.check_creatable(config.out or default_out(config.policy), overwrite=config.overwrite)
-    job = _assemble(config, prepare(config, progress=progress, console=console))
-    run = RunDir.create(config.out or default_out(config.policy), overwrite=config.overwrite)
+    dp.check_launch(config)  # under accelerate launch: a prompt for every process, no --diagnostics
+    out = dp.checked_folder(config.out or default_out(config.policy), overwrite=config.overwrite)
+    main = distributed.is_main()
+    job = _assemble(config, prepare(config, progress=progress and main, console=console if main else None))
+    run = RunDir.create(out, overwrite=config.overwrite) if main else RunDir(out)  # process 0 writes the folder
     return _train(job, run, LoopState(), t_start=t_start, progress=progress, console=console)
 
 
@@ -98,17 +103,21 @@ def resume_laser(path: str | Path, *, progress: bool = True, console: Console | 
     """
     t_start = time.perf_counter()
     console = console or stderr_console()
-    run = RunDir.open_to_resume(path)
+    main = distributed.is_main()  # under accelerate launch every process loads the checkpoint
+    run = RunDir.open_to_resume(path) if main else RunDir(path)
     if find_checkpoint(run.path) is None:
         raise RunDirError(f"run folder {run.path} has no checkpoint (it stopped before writing one); rerun it "
                           "with --overwrite")
     given = RunConfig.model_validate(run.config())
     check_report_to(given.report_to)
-    run.mark_resumed()  # from now on another resume or --overwrite sees this process running
+    dp.check_launch(given)
+    if main:
+        run.mark_resumed()  # from now on another resume or --overwrite sees this process running
     try:
-        job = _assemble(given, prepare(given, progress=progress, console=console))
+        job = _assemble(given, prepare(given, progress=progress and main, console=console if main else None))
         state = load_checkpoint(run.path, job.parts, plan=plan_digest(job.plan))
-        run.truncate_events(state.step)  # the steps after the checkpoint run again
+        if main:
+            run.truncate_events(state.step)  # the steps after the checkpoint run again
     except BaseException as err:
         _stopped(run, err)
         raise
@@ -119,7 +128,7 @@ def resume_laser(path: str | Path, *, progress: bool = True, console: Console | 
 @dataclass
 class _Job:
     """A run's resolved pieces: the configuration as given and with its reward resolved, the set-up, the
-    objects a checkpoint holds, the context encoder and the batch plan."""
+    objects a checkpoint holds, the context encoder, the batch plan and the generation backend."""
 
     given: RunConfig
     config: RunConfig
@@ -128,6 +137,7 @@ class _Job:
     encoder: TimedEncoder | None
     reuse_states: bool
     plan: list[list[list[ExampleLike]]]
+    backend: GenerationBackend
 
 
 def _assemble(given: RunConfig, setup: Setup) -> _Job:
@@ -143,12 +153,16 @@ def _assemble(given: RunConfig, setup: Setup) -> _Job:
                   DPOLoss(beta=config.beta, nll_weight=config.nll_weight,
                           label_smoothing=config.label_smoothing, dpo_weight=config.dpo_weight),
                   reference="adapter" if config.lora else "copy", max_length=config.max_length,
-                  append_eos=not setup.fmt.templated)  # a templated reply ends with the template's end of turn
+                  append_eos=not setup.fmt.templated,  # a templated reply ends with the template's end of turn
+                  grad_accum=config.grad_accum)
     batch_rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
     plan = [make_batches(setup.train, config.batch_size, homogeneous=config.batching == "homogeneous",
                          rng=batch_rng, limit=setup.resolved["batches_per_iteration"])
             for _ in range(config.iterations)]
-    return _Job(given, config, setup, Parts(model, optimizer, dpo, selector), encoder, reuse_states, plan)
+    dp.check_plan(plan)
+    backend = generation_backend(config, model, tokenizer, setup.resolved["model"])
+    return _Job(given, config, setup, Parts(model, optimizer, dpo, selector), encoder,
+                reuse_states and backend.captures_prefill, plan, backend)
 
 
 def _train(job: _Job, run: RunDir, state: LoopState, *, t_start: float, progress: bool,
@@ -156,25 +170,28 @@ def _train(job: _Job, run: RunDir, state: LoopState, *, t_start: float, progress
     """The loop from ``state`` on (a new run: from its first evaluation), then the run's products."""
     config, setup, plan = job.config, job.setup, job.plan
     model, tokenizer, selector, dpo = setup.model, setup.tokenizer, job.parts.selector, job.parts.dpo
-    encoder, reuse_states = job.encoder, job.reuse_states
+    encoder, reuse_states, main = job.encoder, job.reuse_states, distributed.is_main()
     fmt, stop = setup.fmt, setup.fmt.stop(setup.stop)
-    evaluate = functools.partial(evaluate_examples, model, tokenizer, setup.evaluation, greedy=greedy_answers,
+    evaluate = functools.partial(evaluate_examples, model, tokenizer, setup.evaluation, greedy=dp.greedy,
                                  check=setup.check, max_new_tokens=setup.max_new_tokens, stop=stop,
                                  batch_size=config.eval_batch_size, prompt_of=fmt.policy_prompt)
     digest = plan_digest(plan)
 
     def checkpoint(iteration: int, batch: int) -> None:  # the next batch to run
         state.iteration, state.batch, state.elapsed = iteration, batch, time.perf_counter() - t_start
-        save_checkpoint(run.path, job.parts, state, plan=digest)
+        if main:
+            save_checkpoint(run.path, job.parts, state, plan=digest)
 
     try:
-        start_m, start_b = state.iteration, state.batch
-        n_steps = sum(len(batches) for batches in plan)
-        with torch_threads(setup.threads), step_bar(console, n_steps - state.step, enabled=progress) as bar, \
-                make_tracker(config.report_to, run.path, run_name=run.path.name,
+        start_m, start_b, n_steps = state.iteration, state.batch, sum(len(batches) for batches in plan)
+        dp.prepare(dpo)  # under accelerate launch: data-parallel DPO steps
+        setup.registry.take_moves()  # the RMs loaded during set-up are no step's
+        with torch_threads(setup.threads), step_bar(console, n_steps - state.step, enabled=progress and main) as bar, \
+                make_tracker(config.report_to if main else "none", run.path, run_name=run.path.name,
                              config=job.given.model_dump(mode="json"), rm_names=setup.rm_names) as tracker:
             if not state.per_example:  # a new run: its configuration, then the policy before training
-                run.write_config(job.given.model_dump(mode="json"), setup.resolved)
+                if main:
+                    run.write_config(job.given.model_dump(mode="json"), setup.resolved)
                 state.timings = {"setup": time.perf_counter() - t_start, "eval": 0.0}
                 bar.describe("evaluating (before training)")
                 t0 = time.perf_counter()
@@ -197,11 +214,9 @@ def _train(job: _Job, run: RunDir, state: LoopState, *, t_start: float, progress
                     # 1. sample n responses per prompt (sampling does not depend on the RM, so it comes
                     #    first and its prefill pass also yields the policy-state contexts)
                     t0 = time.perf_counter()
-                    with PrefillCapture(model) if reuse_states else nullcontext() as capture:
-                        samples = sample_responses(model, tokenizer, asked, n=config.n_responses,
-                                                   temperature=config.temperature, top_p=config.top_p,
-                                                   max_new_tokens=setup.max_new_tokens, stop=stop,
-                                                   keep_stop=True, seed=derive_seed(config.seed, m, b))
+                    samples, capture = dp.sample(job.backend, model, asked, config=config, seed=(config.seed, m, b),
+                                                 max_new_tokens=setup.max_new_tokens, stop=stop,
+                                                 capture=reuse_states)
                     # RMs and checkers read the answers; the DPO step trains on the samples as generated,
                     # stop string (or the chat template's end of turn) included, so the policy keeps
                     # learning where its answers end
@@ -210,12 +225,11 @@ def _train(job: _Job, run: RunDir, state: LoopState, *, t_start: float, progress
                     secs["generate"] += time.perf_counter() - t0
 
                     # 2. choose the RM(s): the context (read from generation or encoded), then the bandit
-                    choices = choose_rms(selector, asked, tasks, encoder, capture, secs)
+                    choices = dp.choices_agreed(choose_rms(selector, asked, tasks, encoder, capture, secs))
 
                     # 3. score with the needed RMs, then form pairs per prompt
                     t0 = time.perf_counter()
-                    scores = score_responses(setup.registry, prompts, responses, choices,
-                                             label=f"iteration {m}, batch {b}")
+                    scores = dp.score(setup.registry, prompts, responses, choices, label=f"iteration {m}, batch {b}")
                     results = [selector.pairs_for(i, asked[i], trained[i], scores[i],
                                                   config.pairs_per_prompt) for i in range(len(prompts))]
                     correct = correctness(batch, responses, setup.check)
@@ -247,7 +261,8 @@ def _train(job: _Job, run: RunDir, state: LoopState, *, t_start: float, progress
                             group_logs.append(group)
                             continue
                         t0 = time.perf_counter()
-                        result = dpo.step(pairs)
+                        result = dp.train_step(dpo, pairs)
+                        job.backend.policy_updated()  # a vLLM engine loads the new weights before its next sample
                         secs["train"] += time.perf_counter() - t0
                         # the bandit's reward reads what it declares (selector.needs), computed only then
                         t0 = time.perf_counter()
@@ -257,7 +272,8 @@ def _train(job: _Job, run: RunDir, state: LoopState, *, t_start: float, progress
                             scores={i: dict(scores[i]) for i in idx} if "scores" in needs else None,
                             correct=correct if "correct" in needs else None,
                             responses=setup.answers_of(batch, responses) if "responses" in needs else None,
-                            loss_after=dpo.evaluate(pairs) if "loss_after" in needs else None, dev_probe=probe)
+                            loss_after=dp.evaluate_pairs(dpo, pairs) if "loss_after" in needs else None,
+                            dev_probe=probe)
                         feedback = selector.feedback(label, idx, result, inputs)
                         secs["select"] += time.perf_counter() - t0
                         group.update(step_numbers(result), skipped=False, feedback=feedback)
@@ -267,8 +283,9 @@ def _train(job: _Job, run: RunDir, state: LoopState, *, t_start: float, progress
 
                     # 5. log the step ("select" is the bandit's decision and update, "encode" its contexts)
                     event = step_event(m, b, state.step, batch, choices, results, group_logs, secs, correct,
-                                       counterfactual)
-                    run.append_event(event)
+                                       counterfactual, setup.registry.take_moves())
+                    if main:
+                        run.append_event(event)
                     tracker.log_step(state.step, step_values(event))
                     bar.advance(rm=event["rm"], loss=event["loss"])
                     state.step += 1
@@ -278,7 +295,8 @@ def _train(job: _Job, run: RunDir, state: LoopState, *, t_start: float, progress
                 # end of iteration: iterative DPO moves the reference to the current policy
                 if m + 1 < config.iterations:
                     dpo.sync_reference()
-                run.save_bandit(selector.state_dict())
+                if main:
+                    run.save_bandit(selector.state_dict())
                 bar.describe(f"evaluating (after iteration {m + 1})")
                 t0 = time.perf_counter()
                 state.per_example.append(evaluate())
@@ -286,37 +304,46 @@ def _train(job: _Job, run: RunDir, state: LoopState, *, t_start: float, progress
                 state.timings["eval"] += time.perf_counter() - t0
                 checkpoint(m + 1, 0)
 
-        # the run's products, then the summary, then "complete" last
-        save_policy(model, tokenizer, run.file("adapter" if config.lora else "policy"))
-        write_pairs_jsonl(state.pairs, run.file(PAIRS))
-        timings = {**state.timings, "total": time.perf_counter() - t_start}
-        per_example = state.per_example
-        metrics = summarize_run(run.events(), accuracy=[accuracy_of(e) for e in per_example],
-                                tasks=sorted(by_task(setup.train)), rm_names=setup.rm_names,
-                                rm_for_task=setup.rm_for_task, policy=config.policy, timings=timings)
-        metrics["per_example"] = {"before": per_example[0], "final": per_example[-1]}
-        metrics["labels"] = setup.resolved["labels"]
-        run.write_metrics(metrics)
-        try:
-            draw_all(run.path)
-        except Exception as err:  # a plot must never fail a finished run
-            warnings.warn(f"could not draw plots for {run.path}: {err}", RuntimeWarning, stacklevel=2)
-        if metrics["skipped_steps"]:
-            skipped, steps = metrics["skipped_steps"], metrics["steps"]
-            console.print(f"[yellow]warning:[/] {skipped} of {steps} steps formed "
-                          "no preference pair (all responses tied or identical); they were skipped and the "
-                          "bandit was not updated")
-        run.mark_complete()
-        remove_checkpoint(run.path)
+        metrics = distributed.broadcast(_finish(job, run, state, t_start=t_start, console=console) if main else {})
     except BaseException as err:
         _stopped(run, err)
         raise
+    finally:
+        dp.close(dpo)  # a launched process that exits still holding the process group can abort or hang
     return RunSummary(run_dir=run.path, metrics=metrics)
+
+
+def _finish(job: _Job, run: RunDir, state: LoopState, *, t_start: float, console: Console) -> dict[str, Any]:
+    """Write the run's products, then the summary, then "complete" last (process 0 alone); the summary."""
+    config, setup = job.config, job.setup
+    save_policy(setup.model, setup.tokenizer, run.file("adapter" if config.lora else "policy"))
+    write_pairs_jsonl(state.pairs, run.file(PAIRS))
+    timings = {**state.timings, "total": time.perf_counter() - t_start}
+    per_example = state.per_example
+    metrics = summarize_run(run.events(), accuracy=[accuracy_of(e) for e in per_example],
+                            tasks=sorted(by_task(setup.train)), rm_names=setup.rm_names,
+                            rm_for_task=setup.rm_for_task, policy=config.policy, timings=timings)
+    metrics["per_example"] = {"before": per_example[0], "final": per_example[-1]}
+    metrics["labels"] = setup.resolved["labels"]
+    run.write_metrics(metrics)
+    try:
+        draw_all(run.path)
+    except Exception as err:  # a plot must never fail a finished run
+        warnings.warn(f"could not draw plots for {run.path}: {err}", RuntimeWarning, stacklevel=2)
+    if metrics["skipped_steps"]:
+        skipped, steps = metrics["skipped_steps"], metrics["steps"]
+        console.print(f"[yellow]warning:[/] {skipped} of {steps} steps formed "
+                      "no preference pair (all responses tied or identical); they were skipped and the "
+                      "bandit was not updated")
+    run.mark_complete()
+    remove_checkpoint(run.path)
+    return metrics
 
 
 def _stopped(run: RunDir, err: BaseException) -> None:
     """Mark the run interrupted (Ctrl-C, termination signals) or failed (anything else); an interrupt of a run
-    with a checkpoint carries the folder, so the command can say how to resume it."""
-    run.mark_stopped(err)
+    with a checkpoint carries the folder, so the command can say how to resume it (process 0 marks the folder)."""
+    if distributed.is_main():
+        run.mark_stopped(err)
     if isinstance(err, KeyboardInterrupt) and find_checkpoint(run.path) is not None:
         mark_resumable(err, run.path)

@@ -13,7 +13,9 @@ Nothing is loaded until ``get(name)``. Only the RM in use sits on its accelerato
 other held RM that is on an accelerator to the CPU first. At most ``max_loaded`` model-backed RMs built
 from specs are held at once; beyond that the least recently used is dropped (and reloaded on its next
 ``get``). RMs registered as objects and ``function`` RMs are cheap or cannot be rebuilt, so they are never
-dropped. This module imports torch only when a model-backed RM is built.
+dropped. Every load, eviction and move between an accelerator and the CPU is recorded until
+``take_moves()`` reads it (a run reports each step's). This module imports torch only when a model-backed RM
+is built.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from .base import FloatArray, RewardModel, RewardModelError, checked_scores
 
+#: What :meth:`RMRegistry.take_moves` reports: RMs built from their spec (read from disk), dropped to stay
+#: within ``max_loaded``, moved from their accelerator to the CPU, and moved back to it.
+MOVES = ("loaded", "evicted", "offloaded", "onloaded")
+
 RMKind = Literal["classifier", "implicit_dpo", "likelihood", "function", "judge"]
 CAUSAL_KINDS = frozenset({"implicit_dpo", "likelihood", "judge"})
 
@@ -38,7 +44,8 @@ ALLOWED_OPTIONS: dict[str, frozenset[str]] = {
     "classifier": frozenset({"tokenizer", "batch_size", "max_length", "label", "use_chat_template"}),
     "implicit_dpo": frozenset({"tokenizer", "beta", "batch_size", "max_length", "ref_gguf_file",
                                "use_chat_template"}),
-    "likelihood": frozenset({"tokenizer", "normalize", "batch_size", "max_length", "use_chat_template"}),
+    "likelihood": frozenset({"tokenizer", "normalize", "batch_size", "max_length", "use_chat_template",
+                             "empty_score"}),
     "judge": frozenset({"tokenizer", "template", "grades", "values", "batch_size", "max_length",
                         "use_chat_template"}),
     "function": frozenset({"callable", "batched"}),
@@ -293,6 +300,7 @@ class RMRegistry:
         self._entries: dict[str, RMSpec | RewardModel] = {}
         self._held: OrderedDict[str, RewardModel] = OrderedDict()  # built from specs, least recent first
         self._home: dict[str, str] = {}
+        self._moves: dict[str, list[str]] = {kind: [] for kind in MOVES}
         for spec in specs:
             if not isinstance(spec, RMSpec):
                 raise TypeError(f"specs must be RMSpec objects, got {type(spec).__name__}")
@@ -375,6 +383,17 @@ class RMRegistry:
             self._home[name] = str(getattr(entry, "device", "cpu"))
         self._entries[name] = entry
 
+    def take_moves(self) -> dict[str, list[str]]:
+        """The RM names each kind of move (:data:`MOVES`) touched since the last call, in order, and forget them.
+
+        >>> registry = RMRegistry([RMSpec(name="len", kind="function", options={"callable": "builtins:len"})])
+        >>> _ = registry.get("len")
+        >>> registry.take_moves(), registry.take_moves()["loaded"]
+        ({'loaded': ['len'], 'evicted': [], 'offloaded': [], 'onloaded': []}, [])
+        """
+        moves, self._moves = self._moves, {kind: [] for kind in MOVES}
+        return moves
+
     def get(self, name: str) -> RewardModel:
         """The RM ``name``, built on first use; on return it is the only held RM on an accelerator."""
         entry = self._lookup(name)
@@ -389,12 +408,14 @@ class RMRegistry:
             self._held.move_to_end(name)
         else:
             rm = self._build(entry)
+            self._moves["loaded"].append(name)
             self._held[name] = rm
             self._home[name] = str(getattr(rm, "device", "cpu"))
         home = self._home.get(name, "cpu")
         move = getattr(rm, "to", None)
         if str(getattr(rm, "device", home)) != home and callable(move):
             move(home)
+            self._moves["onloaded"].append(name)
         return rm
 
     def score(self, name: str, prompts: Sequence[str], responses: Sequence[str], *,
@@ -438,12 +459,14 @@ class RMRegistry:
     def _evict_for_one_more(self) -> None:
         counted = self._counted()
         while len(counted) >= self.max_loaded:
+            self._moves["evicted"].append(counted[0])
             self.unload(counted.pop(0))
 
     def _offload_except(self, name: str) -> None:
         others = [(n, rm) for n, rm in self._held.items() if n != name]
         others += [(n, e) for n, e in self._entries.items() if n != name and not isinstance(e, RMSpec)]
-        for _, rm in others:
+        for other, rm in others:
             move = getattr(rm, "to", None)
             if _on_accelerator(rm) and callable(move):
                 move("cpu")
+                self._moves["offloaded"].append(other)
