@@ -16,18 +16,8 @@ from pathlib import Path
 from typing import Protocol
 
 from laser_app.errors import LaserError
-from laser_app.world.build import (
-    ENV_CACHE_DIR,
-    WORLD_VERSION,
-    World,
-    WorldDamagedError,
-    build_world,
-    default_cache_dir,
-    is_complete,
-    load_world,
-    rebuild_command,
-    world_dir,
-)
+from laser_app.world.build import WORLD_VERSION, World, build_world, is_complete, load_world, world_dir
+from laser_app.world.integrity import ENV_CACHE_DIR, WorldDamagedError, default_cache_dir, rebuild_command
 from laser_app.world.quality import format_info, info_text
 from laser_app.world.roles import OOD_KINDS, RM_FOR_TASK, OodKind
 from laser_app.world.specs import WorldSpec

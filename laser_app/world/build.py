@@ -22,23 +22,16 @@ The build runs in a temporary sibling folder that is renamed into place at the e
 failed build never leaves a folder that looks complete. torch runs on a fixed number of threads (one unless
 told otherwise), so the files depend on the seed, not on how busy the machine is or how many cores it has.
 
-``world.json`` also records every other file's size and SHA-256 (``files``). :class:`World` checks them each
-time it opens a world (about 5 MB: a few milliseconds, tens when the files are not in the page cache), so a
-truncated or edited file is reported as a damaged world, naming the file, before any model loads. A damaged
-world is never rebuilt behind the user's back: only ``laser world build --force`` (``force=True``) replaces
-it. Worlds built before the checksums were recorded still open, unverified: their files are checked for what
-can be checked without them (present, JSON that parses, safetensors files as long as their headers say).
+Every file but ``world.json`` has its size and SHA-256 recorded there, and :class:`World` checks them each time
+it opens a world (:mod:`laser_app.world.integrity`): a damaged world raises :class:`WorldDamagedError` and is
+only replaced by ``laser world build --force``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
-import shlex
 import shutil
-import struct
 import tempfile
 import time
 from collections.abc import Iterator
@@ -47,7 +40,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from laser_app.errors import LaserError
+from laser_app.world.integrity import ENV_CACHE_DIR as ENV_CACHE_DIR
+from laser_app.world.integrity import WorldDamagedError as WorldDamagedError
+from laser_app.world.integrity import check_structure, check_sums, expected_files, file_sums, read_meta
+from laser_app.world.integrity import default_cache_dir as default_cache_dir
+from laser_app.world.integrity import rebuild_command as rebuild_command
 from laser_app.world.roles import OOD_KINDS, RM_FOR_TASK, rule_name, rule_sign
 from laser_app.world.specs import RMTrainSpec, WorldSpec
 from laser_app.world.tasks import STOP, TASKS, Example, make_splits, read_jsonl, write_jsonl
@@ -57,19 +54,7 @@ if TYPE_CHECKING:
 
 WORLD_VERSION = 5  # 5: RMs with out-of-domain behaviours weak and indep-bias, RM agreement measured
 # (4: built on one torch thread by default; 3 chose one or two by machine load)
-ENV_CACHE_DIR = "LASER_CACHE_DIR"
 SPLITS = ("train", "dev", "test")
-
-
-def default_cache_dir() -> Path:
-    """``$LASER_CACHE_DIR`` when set, else ``~/.cache/laser``.
-
-    >>> import os; os.environ[ENV_CACHE_DIR] = "/tmp/laser-cache"; str(default_cache_dir())
-    '/tmp/laser-cache'
-    >>> del os.environ[ENV_CACHE_DIR]
-    """
-    env = os.environ.get(ENV_CACHE_DIR)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "laser"
 
 
 def world_dir(cache_dir: str | Path | None, seed: int, scale: float = 1.0) -> Path:
@@ -80,44 +65,6 @@ def world_dir(cache_dir: str | Path | None, seed: int, scale: float = 1.0) -> Pa
 
 
 # ----------------------------------------------------------------------------------------------- World
-class WorldDamagedError(LaserError):
-    """A built world whose files are not what its build wrote (truncated, edited or missing): one line naming
-    the file and the command that rebuilds the world.
-
-    >>> print(WorldDamagedError("/c/world-v5-seed2", "world.json", "not valid JSON"))  # doctest: +ELLIPSIS
-    the built-in world at /c/world-v5-seed2 is damaged (world.json: not valid JSON); rebuild it with laser world ...
-    """
-
-    def __init__(self, path: str | Path, file: str, reason: str) -> None:
-        self.path, self.file, self.reason = Path(path), file, reason
-        super().__init__(f"the built-in world at {self.path} is damaged ({file}: {reason}); rebuild it with "
-                         f"{rebuild_command(self.path)}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.path, self.file, self.reason)
-
-
-_WORLD_NAME = re.compile(r"world-v\d+-seed(?P<seed>-?\d+)(?:-scale(?P<scale>.+))?")
-
-
-def rebuild_command(path: str | Path) -> str:
-    """The ``laser world build --force`` command line that rebuilds the world in folder ``path``.
-
-    >>> rebuild_command(default_cache_dir() / "world-v5-seed0"), rebuild_command("/c/world-v5-seed2")
-    ('laser world build --force', 'laser world build --force --cache-dir /c --seed 2')
-    """
-    path = Path(path).expanduser()
-    words = ["laser", "world", "build", "--force"]
-    if path.parent.resolve() != default_cache_dir().resolve():
-        words += ["--cache-dir", shlex.quote(str(path.parent))]
-    named = _WORLD_NAME.fullmatch(path.name)
-    if named is not None and named["seed"] != "0":
-        words += ["--seed", named["seed"]]
-    if named is not None and named["scale"] is not None:
-        words += ["--scale", named["scale"]]
-    return " ".join(words)
-
-
 class World:
     """A built world on disk: data splits, the policy, the RM registries and the measured numbers.
 
@@ -137,7 +84,7 @@ class World:
         if not meta_file.is_file():
             raise FileNotFoundError(f"{self.path} holds no built world (no world.json); build it with "
                                     "`laser world build` or load_world(build=True)")
-        self.meta: dict[str, Any] = _read_meta(self.path)
+        self.meta: dict[str, Any] = read_meta(self.path)
         try:
             self.seed: int = int(self.meta["seed"])
             self.tasks: list[str] = list(self.meta["tasks"])
@@ -153,9 +100,9 @@ class World:
         self.policy_path: Path = self.path / "policy"
         self.verified: bool = "files" in self.meta
         if self.verified:
-            _check_sums(self.path, self.meta["files"])
+            check_sums(self.path, self.meta["files"])
         else:
-            _check_structure(self.path, self.expected_files())
+            check_structure(self.path, self.expected_files())
 
     def __repr__(self) -> str:
         return f"World(path={str(self.path)!r}, seed={self.seed})"
@@ -166,10 +113,7 @@ class World:
 
     def expected_files(self) -> list[str]:
         """The files every build writes, relative to the folder (``files`` in ``world.json`` lists them all)."""
-        rms = [f"rms/{ood}/{name}/{file}" for ood in self.meta["quality"] for name in self.rm_for_task.values()
-               for file in ("config.json", "model.safetensors")]
-        return [*(f"data/{split}.jsonl" for split in SPLITS), "policy/config.json", "policy/model.safetensors",
-                *(f"rms-{ood}.toml" for ood in self.meta["quality"]), *rms]
+        return expected_files(self.meta, SPLITS)
 
     @cached_property
     def data(self) -> dict[str, list[Example]]:
@@ -214,94 +158,6 @@ class World:
         return {k: (str(self.path) if k == "path" else self.meta.get(k)) for k in keys}
 
 
-def _read_meta(path: Path) -> dict[str, Any]:
-    """``world.json`` of the world at ``path``, parsed; a file that does not parse, or is not a complete
-    world's, means a damaged world (the build writes it last, in one piece)."""
-    try:
-        meta = json.loads((path / "world.json").read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise WorldDamagedError(path, "world.json", "not UTF-8") from None
-    except json.JSONDecodeError as err:
-        raise WorldDamagedError(path, "world.json", f"not valid JSON at line {err.lineno} column {err.colno}: "
-                                                    f"{err.msg}") from None
-    if not isinstance(meta, dict):
-        raise WorldDamagedError(path, "world.json", f"a JSON {type(meta).__name__}, not an object")
-    if meta.get("complete") is not True:
-        raise WorldDamagedError(path, "world.json", "not marked complete")
-    return meta
-
-
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _file_sums(root: Path) -> dict[str, dict[str, Any]]:
-    """Size and SHA-256 of every file under ``root`` but ``world.json``, by path relative to ``root``."""
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p != root / "world.json")
-    return {p.relative_to(root).as_posix(): {"size": p.stat().st_size, "sha256": _digest(p)} for p in files}
-
-
-def _check_sums(path: Path, files: Any) -> None:
-    """Every file ``files`` (``world.json``'s record) names has its size and SHA-256 (sizes first: cheap)."""
-    if not isinstance(files, dict) or not files or not all(
-            isinstance(r, dict) and isinstance(r.get("size"), int) and isinstance(r.get("sha256"), str)
-            for r in files.values()):
-        raise WorldDamagedError(path, "world.json", "its record of the files (`files`) is malformed")
-    for name, record in files.items():
-        file = path / name
-        if not file.is_file():
-            raise WorldDamagedError(path, name, "missing")
-        size = file.stat().st_size
-        if size != record["size"]:
-            raise WorldDamagedError(path, name, f"{size} bytes, the build wrote {record['size']}")
-    for name, record in files.items():
-        if _digest(path / name) != record["sha256"]:
-            raise WorldDamagedError(path, name, "its SHA-256 differs from the one the build recorded")
-
-
-def _check_structure(path: Path, expected: list[str]) -> None:
-    """The checks a world without recorded sums allows: the files every build writes are there, JSON parses
-    and each safetensors file is as long as its header says (a truncated one is not)."""
-    for name in expected:
-        if not (path / name).is_file():
-            raise WorldDamagedError(path, name, "missing")
-    for file in sorted(p for p in path.rglob("*") if p.is_file() and p != path / "world.json"):
-        name = file.relative_to(path).as_posix()
-        try:
-            if file.suffix == ".safetensors":
-                _check_safetensors(file)
-            elif file.suffix in (".json", ".jsonl"):
-                for line in (file.read_text(encoding="utf-8").splitlines() if file.suffix == ".jsonl"
-                             else [file.read_text(encoding="utf-8")]):
-                    if line.strip():
-                        json.loads(line)
-        except ValueError as err:  # JSON and UTF-8 errors are ValueErrors
-            raise WorldDamagedError(path, name, " ".join(str(err).split())) from None
-
-
-def _check_safetensors(file: Path) -> None:
-    """A safetensors file is an 8-byte header length, a JSON header and the tensors' bytes, whose end the
-    header gives: anything else is a ``ValueError``."""
-    size = file.stat().st_size
-    with file.open("rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise ValueError(f"{size} bytes, too short for a safetensors header")
-        (length,) = struct.unpack("<Q", head)
-        if length > size - 8:
-            raise ValueError(f"{size} bytes, shorter than its header says")
-        header = json.loads(f.read(length))
-    try:
-        end = 8 + length + max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"),
-                               default=0)
-    except (AttributeError, KeyError, TypeError, IndexError) as err:
-        raise ValueError(f"a malformed safetensors header ({type(err).__name__}: {err})") from None
-    if end != size:
-        raise ValueError(f"{size} bytes, its header says {end}")
 
 
 def is_complete(path: str | Path) -> bool:
@@ -624,7 +480,7 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
     per_task: dict[str, int] = {}
     for c in held_out:
         per_task[c.task] = per_task.get(c.task, 0) + 1
-    files = _file_sums(out)  # what World checks on each load; everything but world.json is written by now
+    files = file_sums(out)  # what World checks on each load; everything but world.json is written by now
     meta = {
         "version": WORLD_VERSION,
         "complete": True,
