@@ -180,21 +180,6 @@ def _fewshot(rng: np.random.Generator) -> Item:
     return f"document : {shot}\nquestion : {question}\nanswer : {shot_top}\ndocument : {last}", question, top
 
 
-def named_values(ex: LongExample) -> list[str]:
-    """The distinct values of the asked relation that ``ex``'s context names (the answer among them), in
-    order of first mention: the candidates a reader chooses among.
-
-    >>> ex = make_suite(0, {"test": 1})["test"][0]
-    >>> ex.answers[0] in named_values(ex)
-    True
-    """
-    relation = next(r for r, spec in RELATIONS.items() if f"which {spec[3]} " in ex.input)
-    first, second = RELATIONS[relation][0], RELATIONS[relation][1]
-    words = ex.context.split()
-    found = [f"{a} {b}" for a, b in zip(words, words[1:], strict=False) if a in first and b in second]
-    return list(dict.fromkeys(found))
-
-
 GENERATORS = {"doc-single": _single, "doc-multi": _multi, "doc-fewshot": _fewshot}
 
 

@@ -5,13 +5,14 @@ The recipe (sizes and step counts in :class:`SuiteSpec`, chosen on the dev split
 1. Draw the suite's ``test``/``dev``/``train`` splits and, disjoint from them, an ``sft`` split.
 2. Train a word-level Llama reader by SFT on ``sft`` (all three subsets mixed). Its checkpoint at
    ``policy_step`` is the policy: middling on every subset, so best-of-n has room to help.
-3. Each specialist RM starts from that checkpoint with a fresh scoring head and is trained Bradley-Terry on
-   pairs (the right answer against another value its document names, half the time the hard near miss),
-   mostly from its own subset (``1 - rm.ood_share``), so it becomes good there and stays weaker elsewhere: the
-   three subsets need three ways of counting (mentions in the document, passages, mentions in the last
-   document), and an RM that counts one way prefers the near miss where another way is asked. The RMs are
-   sequence classifiers saved with ``save_pretrained``, registered in ``rms-longdoc.toml`` and loaded through
-   ``RMRegistry`` like any hub RM.
+3. Each specialist RM continues from that checkpoint on a mixture that is mostly its own subset
+   (``home_share``), so it becomes better there and stays near the policy elsewhere: the three subsets need
+   three ways of counting (mentions in the document, passages, mentions in the last document). The RMs are
+   ``likelihood`` RMs: an answer's mean log-probability under the specialist (an empty answer scores -100),
+   registered in ``rms-longdoc.toml`` and loaded through ``RMRegistry`` like any hub model. Bradley-Terry
+   classifier RMs trained from the same checkpoint within the same budget (200 steps of 8 pairs, answers
+   against other values their documents name) picked worse on dev (best-of-4 F1 18-30 against 25-39), so the
+   suite uses likelihood RMs.
 4. Measure on dev: the policy's greedy F1 per subset, and best-of-n F1 with each RM picking among the policy's
    samples (with the samples' mean and best F1 as floor and ceiling); write ``suite.json`` last.
 
@@ -32,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from laser_app.world.build import _Progress, _quiet_torch, _remove_abandoned, default_cache_dir
-from laser_app.world.longdoc import SUBSETS, make_suite, named_values, suite_tokenizer, write_suite
-from laser_app.world.specs import PolicySpec, RMTrainSpec
+from laser_app.world.longdoc import SUBSETS, make_suite, suite_tokenizer, write_suite
+from laser_app.world.specs import PolicySpec
 
 SUITE_VERSION = 1
 SPLITS = ("train", "dev", "test")
@@ -51,8 +52,9 @@ class SuiteSpec:
     n_test: int = 100
     policy: PolicySpec = field(default_factory=lambda: PolicySpec(steps=600, batch_size=16, lr=3e-3, warmup=30))
     policy_step: int = 600
-    rm: RMTrainSpec = field(default_factory=lambda: RMTrainSpec(steps=200, batch_pairs=8, lr=1e-3, warmup=10,
-                                                                ood_share=0.25))
+    specialist: PolicySpec = field(default_factory=lambda: PolicySpec(steps=220, batch_size=16, lr=2e-3,
+                                                                      warmup=10))
+    home_share: float = 0.8
     window: int = 256
     samples: int = 4
     temperature: float = 1.0
@@ -70,7 +72,7 @@ class SuiteSpec:
         return replace(self, n_sft=s(self.n_sft, 16), n_train=s(self.n_train, 4), n_dev=s(self.n_dev, 4),
                        n_test=s(self.n_test, 4), policy=policy,
                        policy_step=max(1, min(policy.steps, round(self.policy_step * scale))),
-                       rm=replace(self.rm, steps=s(self.rm.steps, 2), warmup=1))
+                       specialist=replace(self.specialist, steps=s(self.specialist.steps, 2), warmup=1))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,7 +169,6 @@ def _build_into(out: Path, *, seed: int, spec: SuiteSpec, progress: bool) -> Non
     from laser_adapters.reward_models import RMRegistry
     from laser_app.longbench import truncate_middle
     from laser_app.world.policy_model import count_parameters, generate, mixed_batches, seeded, sft
-    from laser_app.world.specialists import RMTrainingPair, new_reward_model, train_reward_model
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -178,7 +179,7 @@ def _build_into(out: Path, *, seed: int, spec: SuiteSpec, progress: bool) -> Non
         timings[name] = round(now - clock, 2)
         clock = now
 
-    bar = _Progress(progress, total=spec.policy.steps + len(SUBSETS) * spec.rm.steps + 2)
+    bar = _Progress(progress, total=spec.policy.steps + len(SUBSETS) * spec.specialist.steps + 2)
     with bar.running():
         bar.stage("long-document suite: data")
         splits = make_suite(seed, {"test": spec.n_test, "dev": spec.n_dev, "train": spec.n_train,
@@ -215,23 +216,23 @@ def _build_into(out: Path, *, seed: int, spec: SuiteSpec, progress: bool) -> Non
         tok.save_pretrained(out / "policy")
         lap("policy")
 
-        rng = np.random.default_rng([seed, 404])
-        pairs = []
-        for e in splits["sft"]:
-            others = [v for v in named_values(e) if v != e.answers[0]]
-            if others:
-                wrong = others[0] if rng.random() < 0.5 else others[int(rng.integers(len(others)))]
-                pairs.append(RMTrainingPair(fit(e.prompt), f" {e.answers[0]}", f" {wrong}", e.dataset))
         lines = []
         for k, subset in enumerate(SUBSETS):
             name = RM_FOR_SUBSET[subset]
             bar.stage(f"long-document suite: {name}")
-            rm = new_reward_model(model, seed=seed + 1 + k)
-            train_reward_model(rm, tok, pairs, subset, spec.rm, seed=seed + 1 + k, progress=bar.advance)
+            rm = LlamaForCausalLM(config)
+            rm.load_state_dict(snapshot)
+            rng = np.random.default_rng([seed, 404, k])
+            others = [r for s in SUBSETS if s != subset for r in rows[s]]
+            n_home = round(len(rows[subset]) * spec.home_share / (1 - spec.home_share))
+            home = [rows[subset][int(i)] for i in rng.integers(len(rows[subset]), size=max(n_home, 1))]
+            sft(rm, tok, mixed_batches(home + others[: len(rows[subset])], spec.specialist.batch_size,
+                                       seed=seed + 1 + k), spec.specialist, on_step=lambda _: bar.advance())
+            rm.eval()
             rm.save_pretrained(out / "rms" / name)
             tok.save_pretrained(out / "rms" / name)
-            lines.append(f'[rms.{name}]\nkind = "classifier"\nmodel = "./rms/{name}"\n'
-                         f"options = {{ batch_size = 32, max_length = {spec.window} }}\n")
+            lines.append(f'[rms.{name}]\nkind = "likelihood"\nmodel = "./rms/{name}"\n'
+                         f"options = {{ batch_size = 32, max_length = {spec.window}, empty_score = -100.0 }}\n")
         (out / "rms-longdoc.toml").write_text(
             "# built-in long-document RMs: one specialist per subset\n\n" + "\n".join(lines), encoding="utf-8")
         lap("reward_models")
