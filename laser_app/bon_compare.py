@@ -1,7 +1,8 @@
 """``laser bon --compare``: every best-of-n method on the same prompts and samples, over seeds.
 
-The policy and the RMs load once; each (method, seed) is one best-of-n run folder under ``OUT/runs`` (complete
-ones are kept, so an interrupted comparison continues where it stopped). Every method of a seed sees the same
+The policy and the RMs load once per world seed; each (world seed, method, run seed) is one best-of-n run folder
+under ``OUT/runs/world<W>/<method>/seed<S>`` (complete ones are kept, so an interrupted comparison continues
+where it stopped). Intervals are over (world seed, run seed) units. Every method of a seed sees the same
 samples (sampling is seeded by the run seed and the batch, never by the method), so the differences between
 methods are differences in picking alone. Rows, and what each reads beyond the policy and the RMs:
 
@@ -56,11 +57,13 @@ def default_methods(rm_names: Sequence[str], policies: Sequence[str] = DEFAULT_P
 
 
 def run_bon_compare(config: RunConfig, *, out: Path, seeds: int, methods: Sequence[str] | None = None,
+                    world_seeds: Sequence[int] | None = None,
                     policies: Sequence[str] = DEFAULT_POLICIES, progress: bool = True,
                     console: Console | None = None, longbench: Path | None = None,
                     datasets: Sequence[str] | None = None, suite: str | None = None,
                     split: str = "test") -> dict[str, Any]:
-    """Run every method for ``seeds`` run seeds on the same prompts; write and return the comparison."""
+    """Run every method for ``seeds`` run seeds on the same prompts, for each of ``world_seeds`` (default: the
+    config's); write and return the comparison."""
     from laser_app.progress import stderr_console
 
     if seeds < 1:
@@ -69,34 +72,50 @@ def run_bon_compare(config: RunConfig, *, out: Path, seeds: int, methods: Sequen
         raise LaserError(f"--out {out} exists and is not a folder; choose another --out")
     RunDir.check_creatable(out / "runs" / "probe", overwrite=False)
     console = console or stderr_console()
-    inputs = bon_inputs(config, progress=progress, console=console, longbench=longbench, datasets=datasets,
-                        suite=suite, split=split)
-    names = list(methods) if methods is not None else default_methods(inputs.setup.rm_names, policies)
-    parsed = _parse(names, inputs)
+    worlds = list(world_seeds) if world_seeds is not None else [config.world_seed]
+    if not worlds or any(w < 0 for w in worlds) or len(set(worlds)) < len(worlds):
+        raise LaserError(f"--world-seeds must be distinct seeds >= 0, got {worlds}")
     records: list[dict[str, Any]] = []
     t_all = time.perf_counter()
-    for method, settings in parsed.items():
-        for seed in ([0] if method == GREEDY else range(seeds)):  # greedy is deterministic
-            folder = out / "runs" / _slug(method) / f"seed{seed}"
-            metrics = _reuse(folder, settings, seed)
-            if metrics is None:
-                if progress:
-                    console.print(f"[bold]{method}[/] seed {seed}", markup=True, highlight=False)
-                metrics = (_greedy(inputs, folder) if method == GREEDY else
-                           answer_bon(inputs, inputs.config.model_copy(update={
-                               **settings, "seed": seed, "out": folder, "overwrite": True}),
-                               progress=progress, console=console).metrics)
-            reads = LABELS.get(method) or ("references (oracle-only)" if settings.get("mab_reward") == "gold"
-                                           else "RM map" if settings.get("policy") == "oracle" else "none")
-            records.append({"method": method, "seed": seed, "labels": reads, **_record(metrics)})
+    parsed: dict[str, dict[str, Any]] = {}
+    for world in worlds:
+        inputs = bon_inputs(config.model_copy(update={"world_seed": world}), progress=progress, console=console,
+                            longbench=longbench, datasets=datasets, suite=suite, split=split)
+        if not parsed:  # the methods are checked once, before any run
+            names = list(methods) if methods is not None else default_methods(inputs.setup.rm_names, policies)
+            parsed = _parse(names, inputs)
+        records += _run_world(inputs, parsed, out / "runs" / f"world{world}", world=world, seeds=seeds,
+                              progress=progress, console=console)
     data = summarize(records, rm_names=inputs.setup.rm_names, tasks=sorted({task_of(ex) for ex in inputs.rows}))
-    data.update({"n_responses": inputs.config.n_responses, "seeds": seeds, "prompts": len(inputs.rows),
+    data.update({"n_responses": inputs.config.n_responses, "seeds": seeds, "world_seeds": worlds,
+                 "units": len(worlds) * seeds, "prompts": len(inputs.rows),
                  "split": split if suite is not None else "given",
                  "policy_model": inputs.setup.resolved.get("model"),
                  "truncated": inputs.setup.resolved.get("longbench", {}).get("truncated"),
                  "seconds": round(time.perf_counter() - t_all, 1)})
     write_outputs(data, out)
     return data
+
+
+def _run_world(inputs: BonInputs, parsed: Mapping[str, Mapping[str, Any]], root: Path, *, world: int, seeds: int,
+               progress: bool, console: Console) -> list[dict[str, Any]]:
+    """Every method and run seed on one world seed's prompts (finished runs reused)."""
+    records = []
+    for method, settings in parsed.items():
+        for seed in ([0] if method == GREEDY else range(seeds)):  # greedy is deterministic
+            folder = root / _slug(method) / f"seed{seed}"
+            metrics = _reuse(folder, settings, seed)
+            if metrics is None:
+                if progress:
+                    console.print(f"[bold]{method}[/] world {world} seed {seed}", markup=True, highlight=False)
+                metrics = (_greedy(inputs, folder) if method == GREEDY else
+                           answer_bon(inputs, inputs.config.model_copy(update={
+                               **settings, "seed": seed, "out": folder, "overwrite": True}),
+                               progress=progress, console=console).metrics)
+            reads = LABELS.get(method) or ("references (oracle-only)" if settings.get("mab_reward") == "gold"
+                                           else "RM map" if settings.get("policy") == "oracle" else "none")
+            records.append({"method": method, "world": world, "seed": seed, "labels": reads, **_record(metrics)})
+    return records
 
 
 def _parse(names: Sequence[str], inputs: BonInputs) -> dict[str, dict[str, Any]]:
@@ -236,17 +255,17 @@ def summarize(records: Sequence[Mapping[str, Any]], *, rm_names: Sequence[str], 
         shares = {t: {rm: float(np.mean([r["shares"].get(t, {}).get(rm, 0.0) for r in recs])) for rm in rm_names}
                   for t in tasks} if method != GREEDY else {}
         rows[method] = {
-            "labels": recs[0].get("labels", LABELS.get(method, "none")), "seeds": [r["seed"] for r in recs],
+            "labels": recs[0].get("labels", LABELS.get(method, "none")), "units": [_unit(r) for r in recs],
             "f1": {c: stat([r["f1"].get(c) for r in recs]) for c in cols},
             "em": {c: stat([r["em"].get(c) for r in recs]) for c in cols},
             "rm_passes": round(float(np.mean([r["rm_passes"] for r in recs])), 2),
             "seconds_per_prompt": _round(_mean([r["seconds_per_prompt"] for r in recs])),
             "shares": shares}
     pool = [r for r in records if r["method"] not in (GREEDY,) and r["oracle_f1"]]
-    if pool:  # every run of a seed saw the same samples: pass@n is one number per seed
-        by_seed = {r["seed"]: r["oracle_f1"] for r in pool}
-        rows[PASS_AT_N] = {"labels": LABELS[PASS_AT_N], "seeds": sorted(by_seed),
-                           "f1": {c: stat([by_seed[s].get(c) for s in sorted(by_seed)]) for c in cols},
+    if pool:  # every run of a unit saw the same samples: pass@n is one number per unit
+        by_unit = {_unit(r): r["oracle_f1"] for r in pool}
+        rows[PASS_AT_N] = {"labels": LABELS[PASS_AT_N], "units": sorted(by_unit),
+                           "f1": {c: stat([by_unit[u].get(c) for u in sorted(by_unit)]) for c in cols},
                            "em": {c: stat([]) for c in cols}, "rm_passes": None, "seconds_per_prompt": None,
                            "shares": {}}
     return {"tasks": list(tasks), "rms": list(rm_names), "methods": rows,
@@ -255,19 +274,24 @@ def summarize(records: Sequence[Mapping[str, Any]], *, rm_names: Sequence[str], 
 
 
 def _differences(records: Sequence[Mapping[str, Any]], reference: str) -> dict[str, Any]:
-    """Mean F1 of each method minus ``reference``'s, paired by seed (points, 95% interval over seeds)."""
-    ref = {r["seed"]: r["f1"].get("mean") for r in records if r["method"] == reference}
+    """Mean F1 of each method minus ``reference``'s, paired by (world, run) seed (points, 95% interval)."""
+    ref = {_unit(r): r["f1"].get("mean") for r in records if r["method"] == reference}
     out: dict[str, Any] = {}
     for method in dict.fromkeys(r["method"] for r in records):
         if method in (reference, GREEDY):
             continue
-        diffs = [100 * (r["f1"]["mean"] - ref[r["seed"]]) for r in records
-                 if r["method"] == method and r["seed"] in ref and r["f1"].get("mean") is not None
-                 and ref[r["seed"]] is not None]
+        diffs = [100 * (r["f1"]["mean"] - ref[_unit(r)]) for r in records
+                 if r["method"] == method and _unit(r) in ref and r["f1"].get("mean") is not None
+                 and ref[_unit(r)] is not None]
         if diffs:
             mean, low, high = interval(diffs)
             out[method] = {"mean": round(mean, 2), "low": round(low, 2), "high": round(high, 2)}
     return out
+
+
+def _unit(record: Mapping[str, Any]) -> str:
+    """A record's (world seed, run seed) unit as a label: ``w0s2``."""
+    return f"w{record.get('world', 0)}s{record['seed']}"
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -303,7 +327,8 @@ def markdown(data: Mapping[str, Any]) -> str:
     notes = []
     for ref, diffs in data.get("differences", {}).items():
         parts = [f"{m} {d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]" for m, d in diffs.items()]
-        notes.append(f"Mean F1 minus {ref} (points, paired by seed, 95% interval): " + "; ".join(parts) + ".")
+        notes.append(f"Mean F1 minus {ref} (points, paired by world and run seed, 95% interval): "
+                     + "; ".join(parts) + ".")
     return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + ("\n" if notes else "")
 
 
@@ -350,7 +375,8 @@ def plot(data: Mapping[str, Any], path: Path) -> Path:
         ax.bar(np.arange(len(cols)) + i * width, means, width, yerr=err, label=method, capsize=2)
     ax.set_xticks(np.arange(len(cols)) + width * (len(methods) - 1) / 2, cols)
     ax.set_ylabel("token F1 (%)")
-    ax.set_title(f"best-of-{data['n_responses']}: F1 per subset (95% interval over {data['seeds']} seeds)")
+    ax.set_title(f"best-of-{data['n_responses']}: F1 per subset (95% interval over "
+                 f"{data.get('units', data['seeds'])} seed units)")
     ax.legend(fontsize=7, ncol=2)
     for method, row in data["methods"].items():
         if row.get("rm_passes") is None or row["f1"]["mean"]["mean"] is None:

@@ -62,6 +62,10 @@ def bon(
         "pass@n; writes bon_compare.json/.csv/.md/.png to --out."), rich_help_panel=COMPARE)] = False,
     seeds: Annotated[int, typer.Option(help="With --compare: run seeds per method.",
                                        rich_help_panel=COMPARE)] = 3,
+    world_seeds: Annotated[str | None, typer.Option(help=(
+        "With --compare: world (suite) seeds, comma-separated, each built on first use; intervals are over "
+        "(world seed, run seed) units (default: --world-seed)."), rich_help_panel=COMPARE,
+        show_default=False)] = None,
     methods: Annotated[str | None, typer.Option(help=(
         "With --compare: the methods, comma-separated (default: greedy, fixed:RM for each RM, random, "
         "ensemble-score, ensemble-agree, the --policies, oracle)."), rich_help_panel=COMPARE,
@@ -76,7 +80,7 @@ def bon(
     names = None if datasets is None else [d.strip() for d in datasets.split(",") if d.strip()]
     if compare:
         _compare(cfg, progress=progress, longbench=longbench, datasets=names, suite=suite, seeds=seeds,
-                 methods=methods, policies=policies, split=split)
+                 methods=methods, policies=policies, split=split, world_seeds=world_seeds)
         return
 
     from rich.console import Console
@@ -93,7 +97,10 @@ def bon(
 
 
 def _compare(cfg: RunConfig, *, progress: bool, longbench: Path | None, datasets: list[str] | None,
-             suite: str | None, seeds: int, methods: str | None, policies: str, split: str) -> None:
+             suite: str | None, seeds: int, methods: str | None, policies: str, split: str,
+             world_seeds: str | None) -> None:
+    from laser_app.errors import LaserError
+
     from rich.console import Console
     from transformers.utils import logging as hf_logging
 
@@ -102,11 +109,18 @@ def _compare(cfg: RunConfig, *, progress: bool, longbench: Path | None, datasets
     from laser_app.run_dir import default_out
 
     hf_logging.disable_progress_bar()
+    worlds = None
+    if world_seeds is not None:
+        try:
+            worlds = [int(w) for w in world_seeds.split(",") if w.strip()]
+        except ValueError:
+            raise LaserError(f"--world-seeds takes whole numbers separated by commas, got {world_seeds!r}") from None
     out = cfg.out or default_out("bon-compare")
     data = run_bon_compare(cfg, out=Path(out), seeds=seeds, progress=progress, console=Console(stderr=True),
                            longbench=longbench, datasets=datasets, suite=suite,
                            methods=None if methods is None else [m.strip() for m in split_top_level(methods)
                                                                  if m.strip()],
-                           policies=[p.strip() for p in policies.split(",") if p.strip()], split=split)
+                           policies=[p.strip() for p in policies.split(",") if p.strip()], split=split,
+                           world_seeds=worlds)
     Console().print(markdown(data), markup=False, soft_wrap=True)
     typer.echo(f"comparison folder: {out}")

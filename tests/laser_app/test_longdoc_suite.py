@@ -144,7 +144,7 @@ def test_laser_bon_compare_on_the_suite(tiny_suite: Path, tmp_path: Path) -> Non
     rows = data["methods"]
     assert list(rows) == ["greedy", "fixed:rm-single", "ensemble-score", "linucb", "linucb[mab_reward=gold]",
                           "pass@n"]
-    assert rows["greedy"]["seeds"] == [0] and rows["linucb"]["seeds"] == [0, 1]
+    assert rows["greedy"]["units"] == ["w0s0"] and rows["linucb"]["units"] == ["w0s0", "w0s1"]
     assert rows["ensemble-score"]["rm_passes"] == 6.0 and rows["linucb"]["rm_passes"] == 2.0
     assert rows["linucb[mab_reward=gold]"]["labels"] == "references (oracle-only)"
     assert rows["pass@n"]["labels"] == "references (oracle-only)"
@@ -156,9 +156,10 @@ def test_laser_bon_compare_on_the_suite(tiny_suite: Path, tmp_path: Path) -> Non
         assert (out / name).is_file()
     assert "Mean F1 minus ensemble-score" in (out / "bon_compare.md").read_text()
     # finished runs are kept: a second call reruns nothing and gives the same table
-    stamp = (out / "runs" / "linucb" / "seed1" / "metrics.json").stat().st_mtime_ns
+    done = out / "runs" / "world0" / "linucb" / "seed1" / "metrics.json"
+    stamp = done.stat().st_mtime_ns
     again = CliRunner().invoke(app, args)
-    assert again.exit_code == 0 and (out / "runs" / "linucb" / "seed1" / "metrics.json").stat().st_mtime_ns == stamp
+    assert again.exit_code == 0 and done.stat().st_mtime_ns == stamp
     report = CliRunner().invoke(app, ["report", str(out), "--no-plots"])
     assert report.exit_code == 0 and "pass@n" in report.stdout
 
@@ -172,6 +173,8 @@ def test_laser_bon_compare_on_the_suite(tiny_suite: Path, tmp_path: Path) -> Non
     (["--compare", "--seeds", "0"], "--seeds must be >= 1"),
     (["--data", "x.jsonl"], "--suite and --data both name the prompts"),
     (["--split", "train"], "--split must be test or dev"),
+    (["--compare", "--world-seeds", "0,x"], "--world-seeds takes whole numbers"),
+    (["--compare", "--world-seeds", "0,0"], "--world-seeds must be distinct"),
 ])
 def test_bad_input_is_one_line(tiny_suite: Path, tmp_path: Path, extra: list[str], message: str) -> None:
     args = _bon(tiny_suite, tmp_path / "out")
