@@ -99,13 +99,12 @@ def bon(
 def _compare(cfg: RunConfig, *, progress: bool, longbench: Path | None, datasets: list[str] | None,
              suite: str | None, seeds: int, methods: str | None, policies: str, split: str,
              world_seeds: str | None) -> None:
-    from laser_app.errors import LaserError
-
     from rich.console import Console
     from transformers.utils import logging as hf_logging
 
     from laser_app.bon_compare import markdown, run_bon_compare
     from laser_app.compare.methods import split_top_level
+    from laser_app.errors import LaserError
     from laser_app.run_dir import default_out
 
     hf_logging.disable_progress_bar()
