@@ -34,7 +34,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -273,22 +273,31 @@ def build_world(cache_dir: str | Path | None = None, *, seed: int = 0, progress:
     target = world_dir(cache_dir, seed, scale)
     if target.exists() and not force:  # a damaged world raises: only force replaces it
         return _open_cached(target)
+    build_in_place(target, lambda tmp: _build_into(tmp, seed=seed, spec=spec, progress=progress), threads=threads,
+                   force=force, complete=is_complete)
+    return _open_cached(target)
+
+
+def build_in_place(target: Path, build_into: Callable[[Path], None], *, threads: int, force: bool,
+                   complete: Callable[[Path], bool]) -> None:
+    """Run ``build_into`` on a temporary sibling folder of ``target`` (torch on ``threads`` threads), then rename
+    it into place, so an interrupted or failed build never leaves a folder that looks complete. When another
+    process finished ``target`` first (``complete``), its folder is kept unless ``force``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-{os.getpid()}-", dir=target.parent))
     try:
         with _quiet_torch(threads):
-            _build_into(tmp, seed=seed, spec=spec, progress=progress)
+            build_into(tmp)
         if target.exists():
-            if is_complete(target) and not force:  # another process finished first: keep its world
+            if complete(target) and not force:  # another process finished first: keep its folder
                 shutil.rmtree(tmp, ignore_errors=True)
-                return _open_cached(target)
+                return
             shutil.rmtree(target)
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return World(target)
 
 
 def _remove_abandoned(target: Path) -> None:

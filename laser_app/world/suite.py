@@ -17,22 +17,19 @@ The recipe (sizes and step counts in :class:`SuiteSpec`, chosen on the dev split
    samples (with the samples' mean and best F1 as floor and ceiling); write ``suite.json`` last.
 
 The build runs in a temporary sibling folder renamed into place at the end, on a fixed number of torch threads,
-as the short world's does (:func:`laser_app.world.build.build_world`).
+as the short world's does (:func:`laser_app.world.build.build_in_place`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from laser_app.world.build import _Progress, _quiet_torch, _remove_abandoned, default_cache_dir
+from laser_app.world.build import _Progress, build_in_place, default_cache_dir
 from laser_app.world.longdoc import SUBSETS, make_suite, suite_tokenizer, write_suite
 from laser_app.world.specs import PolicySpec
 
@@ -143,21 +140,8 @@ def build_suite(cache_dir: str | Path | None = None, *, seed: int = 0, progress:
     target = suite_dir(cache_dir, seed, scale)
     if is_complete(target) and not force:
         return Suite(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-{os.getpid()}-", dir=target.parent))
-    try:
-        with _quiet_torch(threads):
-            _build_into(tmp, seed=seed, spec=spec, progress=progress)
-        if target.exists():
-            if is_complete(target) and not force:
-                shutil.rmtree(tmp, ignore_errors=True)
-                return Suite(target)
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    build_in_place(target, lambda tmp: _build_into(tmp, seed=seed, spec=spec, progress=progress), threads=threads,
+                   force=force, complete=is_complete)
     return Suite(target)
 
 
