@@ -9,10 +9,18 @@ negative NLL of the chosen answer under the policy (``mab_reward="nll"``, no lab
 chosen answer was right (``mab_reward="gold"``: the label arrives after the prompt was answered, as
 online feedback, so the run reads every prompt's answer); ``auto`` (the default) is ``nll``, which reads
 no labels.
+
+After each batch's event the run folder's ``checkpoint/`` holds ``selector.state_dict()`` (its generators
+included) and the number of batches done, swapped in whole as ``laser run``'s checkpoints are. Sampling seeds
+derive from the run's seed and the batch, the prompt order from the seed alone, so :func:`resume_bon`
+continues a stopped run from there and ends as the uninterrupted run does, timings aside.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -29,9 +37,21 @@ from laser_adapters.encoders import PrefillCapture
 from laser_adapters.generation import cut_at_stop, sample_responses
 from laser_adapters.methods import get_method
 from laser_app.batching import derive_seed
+from laser_app.checkpoint import (
+    CHECKPOINT,
+    FORMAT,
+    MANIFEST,
+    TEMP_PREFIX,
+    crc32_of,
+    find_checkpoint,
+    fsync_path,
+    install_checkpoint,
+    plan_digest,
+    remove_checkpoint,
+)
 from laser_app.config import RunConfig
 from laser_app.data import ExampleLike, task_of
-from laser_app.errors import LaserError
+from laser_app.errors import LaserError, RunDirError
 from laser_app.evaluation import cap_per_task
 from laser_app.events import BON_PARTS
 from laser_app.longbench import MAX_NEW_TOKENS, LongExample, load_longbench, truncate_examples, truncated_counts
@@ -40,7 +60,7 @@ from laser_app.progress import stderr_console, step_bar
 from laser_app.qa_metrics import exact_match, exact_match_prediction, score_prediction, token_f1
 from laser_app.report import summarize_bon
 from laser_app.rms import score_responses
-from laser_app.run_dir import RunDir, default_out
+from laser_app.run_dir import RESOLVED, RunDir, default_out, load_state, mark_resumable, read_json, save_state
 from laser_app.run_setup import Setup, prepare
 from laser_app.selection import TimedEncoder, choose_rms, selector_for
 
@@ -51,6 +71,10 @@ if TYPE_CHECKING:
 
 #: Bandit rewards ``laser bon`` accepts (the others need a training step).
 BON_REWARDS = ("nll", "consistency", "gold")
+#: ``resolved.json``'s ``mode`` (and a checkpoint's) for a best-of-n run.
+BON_MODE = "best-of-n"
+#: The files of a best-of-n checkpoint besides its manifest: the position and ``selector.state_dict()``.
+BON_FILES = ("state.json", "selector.json", "selector.npz")
 
 
 @dataclass(frozen=True)
@@ -108,6 +132,9 @@ def bon_inputs(config: RunConfig, *, progress: bool = True, console: Console | N
                                else list(setup.train if config.data is not None else setup.evaluation["test"]))
     if config.mab_reward == "gold" and any(ex.answer is None for ex in rows):
         raise LaserError("--mab-reward gold needs an \"answer\" on every row; add answers or use nll")
+    # what laser bon --resume rebuilds the prompts from (the rest is in the config)
+    setup.resolved["source"] = {"suite": suite, "longbench": None if longbench is None else str(longbench),
+                                "datasets": None if datasets is None else list(datasets), "split": split}
     return BonInputs(config=config, setup=setup, rows=rows)
 
 
@@ -127,33 +154,109 @@ def run_bon(config: RunConfig, *, progress: bool = True, console: Console | None
     console = console or stderr_console()
     inputs = bon_inputs(config, progress=progress, console=console, longbench=longbench, datasets=datasets,
                         suite=suite, split=split)
-    return answer_bon(inputs, inputs.config, progress=progress, console=console, started=t_start)
+    return answer_bon(inputs, inputs.config, progress=progress, console=console, started=t_start, resumable=True)
 
 
 def answer_bon(inputs: BonInputs, config: RunConfig, *, progress: bool = True, console: Console | None = None,
-               started: float | None = None) -> BonSummary:
-    """One best-of-n run over ``inputs``' prompts with ``config``'s method, seed and run folder."""
+               started: float | None = None, resumable: bool = False) -> BonSummary:
+    """One best-of-n run over ``inputs``' prompts with ``config``'s method, seed and run folder; with
+    ``resumable``, an interrupt carries the folder so the command can say how to resume it."""
     t_start = time.perf_counter() if started is None else started
     console = console or stderr_console()
-    setup = inputs.setup
-    given, config = config, bon_config(config, inputs.rows)
+    job = _bon_job(inputs, config)
+    run = RunDir.create(job.config.out or default_out(f"bon-{job.config.policy}"), overwrite=job.config.overwrite)
+    return _answer(job, run, first=0, new=True, t_start=t_start, progress=progress, console=console,
+                   resumable=resumable)
+
+
+def resume_bon(path: str | Path, *, progress: bool = True, console: Console | None = None) -> BonSummary:
+    """Continue the best-of-n run in folder ``path`` after its last checkpointed batch, with the settings and
+    prompts saved there; the finished folder is what an uninterrupted run writes (timings aside).
+
+    Raises :class:`~laser_app.errors.RunDirError` when ``path`` is not a run folder, holds a ``laser run``
+    run, a complete run or one still running, has no checkpoint, or its prompts changed since.
+    """
+    t_start = time.perf_counter()
+    console = console or stderr_console()
+    run = RunDir.open_to_resume(path)
+    resolved = run.resolved()
+    mode = resolved.get("mode")
+    if resolved and mode is None:
+        raise RunDirError(f"run folder {run.path} holds a training run, not a best-of-n one; resume it with "
+                          f"laser run --resume {run.path}")
+    if resolved and mode != BON_MODE:
+        raise RunDirError(f"run folder {run.path} is not a best-of-n run (its mode is {mode!r}); laser bon "
+                          "--resume continues laser bon runs")
+    if find_checkpoint(run.path) is None:
+        raise RunDirError(f"run folder {run.path} has no checkpoint (it stopped before writing one); rerun it "
+                          "with --overwrite")
+    source = resolved.get("source")
+    if not isinstance(source, dict) or not {"suite", "longbench", "datasets", "split"} <= set(source):
+        raise RunDirError(f"{run.path / RESOLVED} does not say which prompts the run answered (it started before "
+                          "laser bon could resume); rerun it with --overwrite")
+    given = RunConfig.model_validate(run.config())
+    run.mark_resumed()  # from now on another resume or --overwrite sees this process running
+    try:
+        inputs = bon_inputs(given, progress=progress, console=console, suite=source["suite"],
+                            longbench=None if source["longbench"] is None else Path(source["longbench"]),
+                            datasets=source["datasets"], split=source["split"])
+        job = _bon_job(inputs, given)
+        first, elapsed = load_progress(run.path, job.selector, plan=job.plan)
+        run.truncate_events(first, key="batch", unit="batches")  # the batches after the checkpoint run again
+    except BaseException as err:
+        _stopped(run, err, resumable=True)
+        raise
+    return _answer(job, run, first=first, new=False, t_start=t_start - elapsed, progress=progress,
+                   console=console, resumable=True)
+
+
+@dataclass
+class _BonJob:
+    """A run's resolved pieces: the configuration as given and as run, the set-up, the batches in answer order
+    and their digest, the selector and its context encoder."""
+
+    given: RunConfig
+    config: RunConfig
+    setup: Setup
+    batches: list[list[ExampleLike]]
+    plan: str
+    selector: Selector
+    encoder: TimedEncoder | None
+    reuse_states: bool
+
+
+def _bon_job(inputs: BonInputs, given: RunConfig) -> _BonJob:
+    setup, config = inputs.setup, bon_config(given, inputs.rows)
     order = np.random.default_rng(np.random.SeedSequence([config.seed, 3])).permutation(len(inputs.rows))
     rows = [inputs.rows[i] for i in order]
+    batches = [rows[i:i + config.batch_size] for i in range(0, len(rows), config.batch_size)]
     selector, encoder, reuse_states = selector_for(config, model=setup.model, tokenizer=setup.tokenizer,
                                                  rm_names=setup.rm_names, rm_for_task=setup.rm_for_task,
                                                  dev=setup.dev)
+    return _BonJob(given, config, setup, batches, plan_digest([batches]), selector, encoder, reuse_states)
 
-    run = RunDir.create(config.out or default_out(f"bon-{config.policy}"), overwrite=config.overwrite)
+
+def _answer(job: _BonJob, run: RunDir, *, first: int, new: bool, t_start: float, progress: bool,
+            console: Console, resumable: bool) -> BonSummary:
+    """The batches from ``first`` on (a ``new`` run: its configuration first), each followed by its event and
+    a checkpoint; then the bandit state, the summary and "complete" last."""
+    config, setup, selector, batches = job.config, job.setup, job.selector, job.batches
+
+    def checkpoint(done: int) -> None:
+        save_progress(run.path, selector, batch=done, plan=job.plan, elapsed=time.perf_counter() - t_start)
+
     try:
-        run.write_config(given.model_dump(mode="json"), {
-            **setup.resolved, "mode": "best-of-n", "prompts": len(rows), "mab_reward": config.mab_reward,
-            "granularity": config.granularity})
-        batches = [rows[i:i + config.batch_size] for i in range(0, len(rows), config.batch_size)]
-        with torch_threads(setup.threads), step_bar(console, len(batches), enabled=progress) as bar:
+        if new:
+            run.write_config(job.given.model_dump(mode="json"), {
+                **setup.resolved, "mode": BON_MODE, "prompts": sum(map(len, batches)),
+                "mab_reward": config.mab_reward, "granularity": config.granularity})
+            checkpoint(0)
+        with torch_threads(setup.threads), step_bar(console, len(batches) - first, enabled=progress) as bar:
             bar.describe("best-of-n")
-            for b, batch in enumerate(batches):
-                event = _bon_batch(b, batch, config, setup, selector, encoder, reuse_states)
+            for b in range(first, len(batches)):
+                event = _bon_batch(b, batches[b], config, setup, selector, job.encoder, job.reuse_states)
                 run.append_event(event)
+                checkpoint(b + 1)
                 bar.advance(rm=event["rm"], loss=event.get("mean_nll"))
         run.save_bandit(selector.state_dict())
         metrics = summarize_bon(run.events(), rm_names=setup.rm_names, rm_for_task=setup.rm_for_task,
@@ -161,10 +264,82 @@ def answer_bon(inputs: BonInputs, config: RunConfig, *, progress: bool = True, c
                                 seconds=time.perf_counter() - t_start)
         run.write_metrics(metrics)
         run.mark_complete()
+        remove_checkpoint(run.path)
     except BaseException as err:  # Ctrl-C and termination signals mark it interrupted, anything else failed
-        run.mark_stopped(err)
+        _stopped(run, err, resumable=resumable)
         raise
     return BonSummary(run_dir=run.path, metrics=metrics)
+
+
+def _stopped(run: RunDir, err: BaseException, *, resumable: bool) -> None:
+    run.mark_stopped(err)
+    if resumable and isinstance(err, KeyboardInterrupt) and find_checkpoint(run.path) is not None:
+        mark_resumable(err, run.path)
+
+
+# ------------------------------------------------------------------------------- checkpoints
+def save_progress(run: Path, selector: Selector, *, batch: int, plan: str, elapsed: float) -> None:
+    """Checkpoint a best-of-n run in folder ``run`` once ``batch`` batches are done: ``selector.state_dict()``
+    and the position, written into a temporary folder and swapped in whole (see :mod:`laser_app.checkpoint`)."""
+    for leftover in run.glob(f"{TEMP_PREFIX}*"):  # a write that a crash cut short
+        shutil.rmtree(leftover, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=run))
+    try:
+        save_state(selector.state_dict(), folder / "selector")
+        doc = {"format": FORMAT, "mode": BON_MODE, "batch": batch, "plan": plan, "elapsed": elapsed}
+        (folder / "state.json").write_text(json.dumps(doc), encoding="utf-8")
+        files = [folder / name for name in BON_FILES]
+        manifest = {"format": FORMAT, "files": {p.name: p.stat().st_size for p in files},
+                    "crc32": {p.name: crc32_of(p) for p in files}}
+        (folder / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+        for path in (*files, folder / MANIFEST, folder):
+            fsync_path(path)
+        install_checkpoint(folder, run / CHECKPOINT)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+#: What restoring a checkpoint that does not fit the run raises (other RMs, policy or kinds of values).
+_UNFIT = (ValueError, KeyError, TypeError, AttributeError, IndexError, ArithmeticError)
+
+
+def load_progress(run: Path, selector: Selector, *, plan: str) -> tuple[int, float]:
+    """Restore ``selector`` from the last complete checkpoint of best-of-n run folder ``run``; the batches
+    done and the seconds the run had been going. A checkpoint that is missing, damaged or made for other
+    prompts (``plan``, :func:`~laser_app.checkpoint.plan_digest` of the batches) is a :class:`RunDirError`."""
+    folder = find_checkpoint(run)
+    if folder is None:
+        raise RunDirError(f"run folder {run} has no checkpoint (it stopped before writing one); rerun it with "
+                          "--overwrite")
+    try:
+        _check_files(folder)
+        doc = read_json(folder / "state.json")
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("mode") != BON_MODE:
+            raise ValueError("state.json is not a best-of-n checkpoint's")
+        if doc["plan"] != plan:
+            raise RunDirError(f"the prompts differ from when the run in {run} started (its data files or the suite "
+                              "changed?); restore them or rerun it with --overwrite")
+        selector.load_state_dict(load_state(folder / "selector"))
+        return int(doc["batch"]), float(doc["elapsed"])
+    except _UNFIT as err:
+        detail = " ".join(str(err).split())[:300]
+        raise RunDirError(f"checkpoint {folder} cannot be restored ({detail}); rerun the run with "
+                          "--overwrite") from err
+
+
+def _check_files(folder: Path) -> None:
+    """Raise ``ValueError`` unless the manifest lists the checkpoint's files with their sizes and CRC-32s."""
+    manifest = read_json(folder / MANIFEST)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    crcs = manifest.get("crc32") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not isinstance(crcs, dict) or set(files) != set(BON_FILES) or \
+            set(crcs) != set(files):
+        raise ValueError(f"{MANIFEST} is not a best-of-n checkpoint's")
+    for name in BON_FILES:
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != files[name] or crc32_of(path) != crcs[name]:
+            raise ValueError(f"{name} is missing or has other contents than when it was written")
 
 
 def _bon_batch(b: int, batch: Sequence[ExampleLike], config: RunConfig, setup: Setup, selector: Selector,

@@ -57,7 +57,7 @@ MANIFEST = "manifest.json"
 FILES = ("state.json", "policy.safetensors", "reference.safetensors", "optimizer.safetensors", "rng.safetensors",
          "selector.json", "selector.npz", "pairs.jsonl")
 FORMAT = 1
-_TEMP_PREFIX = ".checkpoint-"
+TEMP_PREFIX = ".checkpoint-"
 
 
 @dataclass
@@ -100,9 +100,19 @@ def find_checkpoint(run: Path) -> Path | None:
     return None
 
 
+def require_training_checkpoint(run: Path) -> None:
+    """Raise :class:`RunDirError` unless run folder ``run`` is a training run with a checkpoint to resume."""
+    resolved = read_json(run / "resolved.json") if (run / "resolved.json").is_file() else {}
+    if isinstance(resolved, dict) and resolved.get("mode") == "best-of-n":
+        raise RunDirError(f"{run} is a laser bon run; continue it with laser bon --resume {run}")
+    if find_checkpoint(run) is None:
+        raise RunDirError(f"run folder {run} has no checkpoint (it stopped before writing one); rerun it "
+                          "with --overwrite")
+
+
 def remove_checkpoint(run: Path) -> None:
     """Remove the checkpoint and any leftovers of an unfinished write (once the run is complete)."""
-    for path in (run / CHECKPOINT, run / PREVIOUS, *run.glob(f"{_TEMP_PREFIX}*")):
+    for path in (run / CHECKPOINT, run / PREVIOUS, *run.glob(f"{TEMP_PREFIX}*")):
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -110,13 +120,13 @@ def remove_checkpoint(run: Path) -> None:
 def save_checkpoint(run: Path, parts: Parts, state: LoopState, *, plan: str) -> None:
     """Write a checkpoint of ``parts`` and ``state`` into run folder ``run``, replacing the last one only
     once the new one is complete on disk."""
-    for leftover in run.glob(f"{_TEMP_PREFIX}*"):  # a write that a crash cut short
+    for leftover in run.glob(f"{TEMP_PREFIX}*"):  # a write that a crash cut short
         shutil.rmtree(leftover, ignore_errors=True)
-    folder = Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX, dir=run))
+    folder = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=run))
     try:
         _write(folder, parts, state, plan)
-        _fsync(folder)
-        _install(folder, run / CHECKPOINT)
+        fsync_path(folder)
+        install_checkpoint(folder, run / CHECKPOINT)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -145,11 +155,11 @@ def _write(folder: Path, parts: Parts, state: LoopState, plan: str) -> None:
     _piece(folder, ["state.json"], lambda: (folder / "state.json").write_text(json.dumps(doc), encoding="utf-8"))
     files = sorted(folder.iterdir())
     manifest = {"format": FORMAT, "files": {p.name: p.stat().st_size for p in files},
-                "crc32": {p.name: _crc32(p) for p in files}}
+                "crc32": {p.name: crc32_of(p) for p in files}}
     _piece(folder, [MANIFEST], lambda: (folder / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8"))
 
 
-def _crc32(path: Path) -> int:
+def crc32_of(path: Path) -> int:
     """The CRC-32 of a file's bytes: damage on disk shows before anything is restored (a size can stay)."""
     crc = 0
     with open(path, "rb") as fh:
@@ -162,21 +172,21 @@ def _piece(folder: Path, names: Sequence[str], write: Callable[[], object]) -> N
     """Write one piece of a checkpoint (one or more files), then sync its files to disk."""
     write()
     for name in names:
-        _fsync(folder / name)
+        fsync_path(folder / name)
 
 
-def _install(folder: Path, dest: Path) -> None:
+def install_checkpoint(folder: Path, dest: Path) -> None:
     """Swap ``folder`` in as ``dest``; at every moment ``dest`` or the previous one is a complete checkpoint."""
     previous = dest.with_name(PREVIOUS)
     if dest.exists():
         shutil.rmtree(previous, ignore_errors=True)
         os.replace(dest, previous)
     os.replace(folder, dest)
-    _fsync(dest.parent)
+    fsync_path(dest.parent)
     shutil.rmtree(previous, ignore_errors=True)
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     """Flush a file or folder (its entries) to disk; folders cannot be opened for syncing everywhere."""
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -259,7 +269,7 @@ def _check_files(folder: Path) -> None:
         path = folder / name
         if path.parent != folder or not path.is_file() or path.stat().st_size != size:
             raise ValueError(f"{name} is missing or has another size than when it was written")
-        if crcs and _crc32(path) != crcs[name]:
+        if crcs and crc32_of(path) != crcs[name]:
             raise ValueError(f"{name} has other contents than when it was written (damaged on disk)")
 
 

@@ -39,12 +39,12 @@ from laser_app.checkpoint import (
     load_checkpoint,
     plan_digest,
     remove_checkpoint,
+    require_training_checkpoint,
     save_checkpoint,
 )
 from laser_app.config import RunConfig, resolve_mab_reward
 from laser_app.data import ExampleLike, by_task, task_of
 from laser_app.dev_labels import PROBE_STREAM
-from laser_app.errors import RunDirError
 from laser_app.evaluation import accuracy_of, correctness, evaluate_examples
 from laser_app.events import STEP_PARTS, step_event, step_numbers
 from laser_app.plots import draw_all
@@ -105,9 +105,7 @@ def resume_laser(path: str | Path, *, progress: bool = True, console: Console | 
     console = console or stderr_console()
     main = distributed.is_main()  # under accelerate launch every process loads the checkpoint
     run = RunDir.open_to_resume(path) if main else RunDir(path)
-    if find_checkpoint(run.path) is None:
-        raise RunDirError(f"run folder {run.path} has no checkpoint (it stopped before writing one); rerun it "
-                          "with --overwrite")
+    require_training_checkpoint(run.path)
     given = RunConfig.model_validate(run.config())
     check_report_to(given.report_to)
     dp.check_launch(given)

@@ -11,8 +11,8 @@ Layout::
     <out>/pairs.jsonl     every preference pair trained on, in TRL's format (prompt, chosen, rejected)
     <out>/policy/         the final policy (save_pretrained), or adapter/ for a LoRA run
     <out>/*.png           plots (see laser_app.plots)
-    <out>/checkpoint/     what laser run --resume continues from, while the run is unfinished
-                          (see laser_app.checkpoint); removed once the run is complete
+    <out>/checkpoint/     what laser run --resume (or laser bon --resume) continues from, while the run is
+                          unfinished (see laser_app.checkpoint); removed once the run is complete
 
 >>> import tempfile, pathlib
 >>> run = RunDir.create(pathlib.Path(tempfile.mkdtemp()) / "run")
@@ -370,9 +370,10 @@ class RunDir:
             out.append(event)
         return out
 
-    def truncate_events(self, steps: int) -> None:
+    def truncate_events(self, steps: int, *, key: str = "step", unit: str = "steps") -> None:
         """Keep the records of the first ``steps`` steps (those a checkpoint holds) and drop what came after,
-        a torn last line included; rewritten through a temporary file, the kept lines byte for byte."""
+        a torn last line included; rewritten through a temporary file, the kept lines byte for byte. Records
+        are numbered by their ``key`` field (``laser bon``'s by ``batch``), counted in ``unit`` in errors."""
         path = self.path / EVENTS
         try:
             lines = path.read_text(encoding="utf-8").splitlines(keepends=True) if path.is_file() else []
@@ -390,11 +391,11 @@ class RunDir:
                     raise RunDirError(f"{path} line {n} is not valid JSON, and more steps follow it: the run "
                                       "folder is damaged; rerun it (--overwrite)") from None
                 break
-            step = event.get("step") if isinstance(event, dict) else None
+            step = event.get(key) if isinstance(event, dict) else None
             if isinstance(step, int) and step < steps:
                 kept.append(line if line.endswith("\n") else line + "\n")
         if len(kept) != steps:
-            raise RunDirError(f"{path} holds {len(kept)} of the {steps} steps its checkpoint has seen: the run "
+            raise RunDirError(f"{path} holds {len(kept)} of the {steps} {unit} its checkpoint has seen: the run "
                               "folder is damaged; rerun it (--overwrite)")
         write_text_atomic(path, "".join(kept))
 

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from laser_app.commands._errors import user_errors
-from laser_app.commands.options import config_options
-from laser_app.commands.run import RUN, resolve_run_config
+from laser_app.commands._errors import INTERRUPTED_EXIT, TERMINATED_EXIT, user_errors
+from laser_app.commands.options import config_options, given_settings
+from laser_app.commands.run import RUN, check_resume_alone, resolve_run_config
 from laser_app.config import RunConfig
+from laser_app.errors import Terminated
+from laser_app.run_dir import resumable_folder
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from laser_app.bon import BonSummary
 
 #: The run settings that mean something without training (the rest are accepted through --config/--set).
 BON_FIELDS = ("policy", "alpha", "ridge", "discount", "epsilon", "epsilon_decay", "mixing", "ucb_c",
@@ -19,6 +28,8 @@ BON_FIELDS = ("policy", "alpha", "ridge", "discount", "epsilon", "epsilon_decay"
               "batch_size", "n_responses", "temperature", "top_p", "max_new_tokens", "eval_size", "seed", "out",
               "overwrite")
 COMPARE = "Comparison"
+#: laser bon's own options besides the run settings: each changes what a run answers, so --resume refuses them.
+BON_OPTIONS = ("longbench", "datasets", "suite", "split", "compare", "seeds", "world_seeds", "methods", "policies")
 #: Where best-of-n reads a setting differently from training.
 BON_HELP = {
     "mab_reward": "Bandit reward: nll (the negative NLL of the chosen answer under the policy; no labels), "
@@ -73,9 +84,20 @@ def bon(
     policies: Annotated[str, typer.Option(help=(
         "With --compare: the LASeR bandit policies among the default methods, comma-separated."),
         rich_help_panel=COMPARE)] = "linucb",
+    resume: Annotated[Path | None, typer.Option("--resume", help=(
+        "Continue the stopped best-of-n run in this folder after its last finished batch, with the settings "
+        "and prompts saved there (no other settings may be given)."), rich_help_panel=RUN, show_default=False,
+        metavar="RUN_DIR")] = None,
     **settings: Any,
 ) -> None:
     """Answer prompts best-of-n: per prompt the selector picks an RM and the RM picks the best sample."""
+    if resume is not None:
+        options = {name: True for name in BON_OPTIONS  # given, not left at their defaults
+                   if (source := ctx.get_parameter_source(name)) is not None and source.name != "DEFAULT"}
+        check_resume_alone(config, set_, {**given_settings(settings), **options})
+        folder = resume
+        _answer(lambda bon, console: bon.resume_bon(folder, progress=progress, console=console))
+        return
     cfg = resolve_run_config(config, set_, settings)
     names = None if datasets is None else [d.strip() for d in datasets.split(",") if d.strip()]
     if compare:
@@ -83,15 +105,30 @@ def bon(
                  methods=methods, policies=policies, split=split, world_seeds=world_seeds)
         return
 
+    _answer(lambda bon, console: bon.run_bon(cfg, progress=progress, console=console, longbench=longbench,
+                                             datasets=names, suite=suite, split=split))
+
+
+def _answer(start: Callable[[ModuleType, Console], BonSummary]) -> None:
+    """Load :mod:`laser_app.bon` (torch, transformers), run ``start(bon module, stderr console)`` and print its
+    summary; an interrupted run with a checkpoint says how to resume it."""
     from rich.console import Console
     from transformers.utils import logging as hf_logging
 
-    from laser_app.bon import run_bon
+    from laser_app import bon
     from laser_app.report import render_bon
 
     hf_logging.disable_progress_bar()
-    summary = run_bon(cfg, progress=progress, console=Console(stderr=True), longbench=longbench, datasets=names,
-                      suite=suite, split=split)
+    try:
+        summary = start(bon, Console(stderr=True))
+    except KeyboardInterrupt as err:
+        folder = resumable_folder(err)
+        if folder is None:
+            raise
+        terminated = isinstance(err, Terminated)  # the resume line names this command, not laser run
+        typer.echo(f"laser: {'terminated' if terminated else 'interrupted'}; a run folder it started is marked "
+                   f"interrupted; resume with laser bon --resume {folder}", err=True)
+        raise typer.Exit(code=TERMINATED_EXIT if terminated else INTERRUPTED_EXIT) from None
     render_bon(summary.metrics, Console())
     typer.echo(f"run folder: {summary.run_dir}")
 
