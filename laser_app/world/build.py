@@ -201,6 +201,27 @@ def _open_cached(path: Path) -> World:
 
 
 # ----------------------------------------------------------------------------------------------- build
+class Laps:
+    """Seconds per build stage: ``lap(name)`` records the time since the previous call (or since creation).
+
+    >>> lap = Laps(); lap("data"); sorted(lap.summary())
+    ['data', 'total']
+    """
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self._clock, 2)
+        self._clock = now
+
+    def summary(self) -> dict[str, float]:
+        """Every stage's seconds and their ``total``."""
+        return {**self.timings, "total": round(sum(self.timings.values()), 2)}
+
+
 class _Progress:
     """One rich progress bar over every stage (or nothing)."""
 
@@ -345,14 +366,7 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
         train_reward_model,
     )
 
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = round(now - clock, 2)
-        clock = now
+    lap = Laps()
 
     policy_spec = spec.policy
 
@@ -507,7 +521,7 @@ def _build_into(out: Path, *, seed: int, spec: WorldSpec, progress: bool) -> Non
         "bias_agreement": agreement,
         "bias_rules": rules,
         "rm_agreement": rm_agreement,
-        "timings": {**timings, "total": round(sum(timings.values()), 2)},
+        "timings": lap.summary(),
         "torch_threads": torch.get_num_threads(),
         "spec": spec.to_dict(),
         "files": files,

@@ -19,6 +19,21 @@ if TYPE_CHECKING:
     from transformers import LlamaConfig, PreTrainedTokenizerBase
 
 
+def check_scale(scale: float) -> None:
+    """Raise ``ValueError`` unless ``scale`` (a build's shrink factor) is in (0, 1]."""
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale must be in (0, 1], got {scale!r}")
+
+
+def scale_count(n: int, scale: float, low: int) -> int:
+    """``n`` (a size or step count) shrunk by ``scale``, at least ``low``.
+
+    >>> scale_count(2400, 0.05, 4), scale_count(20, 0.05, 4)
+    (120, 4)
+    """
+    return max(low, round(n * scale))
+
+
 @dataclass(frozen=True)
 class PolicySpec:
     """Architecture and SFT budget of the built-in policy (:mod:`laser_app.world.policy_model` says how
@@ -121,13 +136,12 @@ class WorldSpec:
     def scaled(self, scale: float) -> WorldSpec:
         """A copy with data sizes and step counts multiplied by ``scale`` (at least a few of each); warm-ups
         are capped at a tenth of the scaled steps."""
-        if not 0 < scale <= 1:
-            raise ValueError(f"scale must be in (0, 1], got {scale!r}")
+        check_scale(scale)
         if scale == 1:
             return self
 
         def s(n: int, low: int) -> int:
-            return max(low, round(n * scale))
+            return scale_count(n, scale, low)
 
         def shrink(spec: _Stage, low: int) -> _Stage:
             steps = s(spec.steps, low)

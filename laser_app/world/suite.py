@@ -23,15 +23,14 @@ as the short world's does (:func:`laser_app.world.build.build_in_place`).
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from laser_app.world.build import _Progress, build_in_place, default_cache_dir
+from laser_app.world.build import Laps, _Progress, build_in_place, default_cache_dir
 from laser_app.world.longdoc import SUBSETS, make_suite, suite_tokenizer, write_suite
-from laser_app.world.specs import PolicySpec
+from laser_app.world.specs import PolicySpec, check_scale, scale_count
 
 SUITE_VERSION = 1
 SPLITS = ("train", "dev", "test")
@@ -57,13 +56,12 @@ class SuiteSpec:
     temperature: float = 1.0
 
     def scaled(self, scale: float) -> SuiteSpec:
-        if not 0 < scale <= 1:
-            raise ValueError(f"scale must be in (0, 1], got {scale!r}")
+        check_scale(scale)
         if scale == 1:
             return self
 
         def s(n: int, low: int) -> int:
-            return max(low, round(n * scale))
+            return scale_count(n, scale, low)
 
         policy = replace(self.policy, steps=s(self.policy.steps, 4), warmup=1)
         return replace(self, n_sft=s(self.n_sft, 16), n_train=s(self.n_train, 4), n_dev=s(self.n_dev, 4),
@@ -154,14 +152,7 @@ def _build_into(out: Path, *, seed: int, spec: SuiteSpec, progress: bool) -> Non
     from laser_app.longbench import truncate_middle
     from laser_app.world.policy_model import count_parameters, generate, mixed_batches, seeded, sft
 
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = round(now - clock, 2)
-        clock = now
+    lap = Laps()
 
     bar = _Progress(progress, total=spec.policy.steps + len(SUBSETS) * spec.specialist.steps + 2)
     with bar.running():
@@ -262,7 +253,7 @@ def _build_into(out: Path, *, seed: int, spec: SuiteSpec, progress: bool) -> Non
         "prompt_tokens_test": {"median": int(np.median(tokens)), "max": int(max(tokens)),
                                "over_window": int(sum(t > room for t in tokens))},
         "policy": {"parameters": count_parameters(model), "checkpoint_step": spec.policy_step},
-        "dev_f1": measured, "timings": {**timings, "total": round(sum(timings.values()), 2)},
+        "dev_f1": measured, "timings": lap.summary(),
         "torch_threads": torch.get_num_threads(), "spec": spec.to_dict(),
     }
     (out / "suite.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
