@@ -141,16 +141,14 @@ def _compare(cfg: RunConfig, *, progress: bool, longbench: Path | None, datasets
 
     from laser_app.bon_compare import markdown, run_bon_compare
     from laser_app.compare.methods import split_top_level
+    from laser_app.compare.plan import parse_world_seeds
     from laser_app.errors import LaserError
     from laser_app.run_dir import default_out
 
     hf_logging.disable_progress_bar()
-    worlds = None
-    if world_seeds is not None:
-        try:
-            worlds = [int(w) for w in world_seeds.split(",") if w.strip()]
-        except ValueError:
-            raise LaserError(f"--world-seeds takes whole numbers separated by commas, got {world_seeds!r}") from None
+    worlds = parse_world_seeds(world_seeds)
+    if world_seeds is not None and worlds is not None and len(worlds) < len(world_seeds.split(",")):
+        raise LaserError(f"--world-seeds must be distinct seeds >= 0, got {world_seeds!r}")
     out = cfg.out or default_out("bon-compare")
     data = run_bon_compare(cfg, out=Path(out), seeds=seeds, progress=progress, console=Console(stderr=True),
                            longbench=longbench, datasets=datasets, suite=suite,

@@ -173,7 +173,7 @@ def test_laser_bon_compare_on_the_suite(tiny_suite: Path, tmp_path: Path) -> Non
     (["--compare", "--seeds", "0"], "--seeds must be >= 1"),
     (["--data", "x.jsonl"], "--suite and --data both name the prompts"),
     (["--split", "train"], "--split must be test or dev"),
-    (["--compare", "--world-seeds", "0,x"], "--world-seeds takes whole numbers"),
+    (["--compare", "--world-seeds", "0,x"], "--world-seeds '0,x': expected integers >= 0"),
     (["--compare", "--world-seeds", "0,0"], "--world-seeds must be distinct"),
 ])
 def test_bad_input_is_one_line(tiny_suite: Path, tmp_path: Path, extra: list[str], message: str) -> None:
