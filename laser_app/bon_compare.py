@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -402,8 +401,3 @@ def report_bon_compare(path: Path, console: Console, *, plots: bool = True) -> N
     if plots:
         plot(data, path / "bon_compare.png")
     console.print(markdown(data), markup=False, soft_wrap=True)
-
-
-def load_records(path: Path) -> dict[str, Any]:
-    """The saved comparison (for tests and reports)."""
-    return dict(json.loads((path / RESULT).read_text(encoding="utf-8")))
