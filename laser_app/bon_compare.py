@@ -146,11 +146,10 @@ def _parse(names: Sequence[str], inputs: BonInputs) -> dict[str, dict[str, Any]]
 
 
 def _slug(method: str) -> str:
-    import hashlib
-    import re
+    """The run folder name of a method: ``laser compare``'s (:attr:`Method.slug`)."""
+    from laser_app.compare.methods import parse_method
 
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", method).strip("-")
-    return slug + ("-" + hashlib.sha1(method.encode()).hexdigest()[:6] if "[" in method else "")
+    return method if method == GREEDY else parse_method(method).slug
 
 
 def _reuse(folder: Path, settings: Mapping[str, Any], seed: int) -> dict[str, Any] | None:
